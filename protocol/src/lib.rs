@@ -1,0 +1,18 @@
+//! Types every AITBC component shares: amounts, keys, addresses, transactions, receipts,
+//! chain objects, and the gRPC definitions with their generated tonic clients and servers.
+
+pub mod amount;
+pub mod crypto;
+pub mod hash;
+pub mod model;
+pub mod receipt;
+pub mod tx;
+
+pub use amount::{Amount, AmountError};
+pub use crypto::{Address, Keypair, PublicKey, Signature};
+pub use hash::Hash;
+
+/// Generated gRPC code for the chain's public API.
+pub mod pb {
+    tonic::include_proto!("aitbc.chain.v1");
+}
