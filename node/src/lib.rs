@@ -1,4 +1,14 @@
 //! The AITBC chain node: the ledger state machine, its RocksDB storage, HotStuff consensus glue,
 //! the validator network, and the public gRPC API.
 
+pub mod api;
+pub mod app;
+pub mod block;
+pub mod chain;
+pub mod http;
 pub mod ledger;
+pub mod mempool;
+pub mod metrics;
+pub mod node;
+pub mod p2p;
+pub mod store;

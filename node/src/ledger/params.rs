@@ -5,6 +5,7 @@ use aitbc_protocol::{Address, Amount};
 use borsh::{BorshDeserialize, BorshSerialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[borsh(crate = "borsh")]
 pub struct ChainParams {
     pub chain_id: String,
     pub min_fee: Amount,

@@ -1,0 +1,235 @@
+//! The ledger as HotStuff's `App`: the leader builds a block from the mempool, every validator
+//! re-executes it and votes only if the header's roots match its own execution.
+
+use crate::block;
+use crate::ledger::{self, apply_block, keys, BlockContext, ChainParams, StateRead};
+use crate::mempool::Mempool;
+use crate::metrics::NodeMetrics;
+use crate::store::RocksStore;
+use aitbc_protocol::hash::merkle_root;
+use aitbc_protocol::model::{Account, BlockHeader};
+use aitbc_protocol::{Address, Hash, PublicKey};
+use hotstuff_rs::app::{App, ProduceBlockRequest, ProduceBlockResponse, ValidateBlockRequest, ValidateBlockResponse};
+use hotstuff_rs::block_tree::accessors::app::AppBlockTreeView;
+use hotstuff_rs::types::data_types::CryptoHash;
+use hotstuff_rs::types::update_sets::AppStateUpdates;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How far into the future a proposed block's time may be, by our clock.
+const MAX_CLOCK_SKEW_MS: u64 = 10_000;
+/// How many ancestors to look at for transactions that still need blocks on top to commit.
+const COMMIT_DEPTH: usize = 3;
+
+pub struct LedgerApp {
+    params: ChainParams,
+    me: PublicKey,
+    mempool: Arc<Mempool>,
+    block_time: Duration,
+    last_proposal: Instant,
+    metrics: Arc<NodeMetrics>,
+}
+
+impl LedgerApp {
+    pub fn new(params: ChainParams, me: PublicKey, mempool: Arc<Mempool>, block_time: Duration, metrics: Arc<NodeMetrics>) -> Self {
+        LedgerApp { params, me, mempool, block_time, last_proposal: Instant::now(), metrics }
+    }
+}
+
+/// Ledger state as of the block being built or checked (committed state plus pending ancestors).
+struct TreeState<'v, 'a>(&'v AppBlockTreeView<'a, RocksStore>);
+
+impl StateRead for TreeState<'_, '_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.app_state(key)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn to_updates(writes: ledger::Writes) -> AppStateUpdates {
+    let mut u = AppStateUpdates::new();
+    for (k, v) in writes {
+        match v {
+            Some(v) => u.insert(k, v),
+            None => u.delete(k),
+        }
+    }
+    u
+}
+
+/// Header of block `hash`, or `None` for the genesis position.
+fn header_of(view: &AppBlockTreeView<'_, RocksStore>, hash: &CryptoHash) -> Option<BlockHeader> {
+    let datum = view.block_datum(hash, 0)?;
+    borsh::from_slice(datum.bytes()).ok()
+}
+
+/// Height, hash and time the next block builds on.
+fn parent_info(view: &AppBlockTreeView<'_, RocksStore>, parent: Option<CryptoHash>) -> (u64, Hash, u64) {
+    match parent {
+        None => (0, Hash::ZERO, 0),
+        Some(p) => {
+            let h = view.block_height(&p).ok().flatten().map(|h| h.int()).unwrap_or(0);
+            let t = header_of(view, &p).map(|hd| hd.time_ms).unwrap_or(0);
+            (h, Hash(p.bytes()), t)
+        }
+    }
+}
+
+/// True when one of the last few ancestors carries transactions: they only commit once more
+/// blocks are built on them, so the leader should not wait for the block time.
+fn ancestors_need_blocks(view: &AppBlockTreeView<'_, RocksStore>, parent: Option<CryptoHash>) -> bool {
+    let mut cur = parent;
+    for _ in 0..COMMIT_DEPTH {
+        let Some(hash) = cur else { return false };
+        let Ok(Some(b)) = view.block(&hash) else { return false };
+        if b.data.len().int() > 1 {
+            return true;
+        }
+        cur = Some(b.justify.block);
+        if b.justify.block == hash {
+            return false;
+        }
+    }
+    false
+}
+
+impl LedgerApp {
+    fn wait_for_work(&self, view: &AppBlockTreeView<'_, RocksStore>, parent: Option<CryptoHash>) {
+        let deadline = self.last_proposal + self.block_time;
+        if ancestors_need_blocks(view, parent) {
+            return;
+        }
+        while Instant::now() < deadline && self.mempool.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn execute(
+        &self,
+        view: &AppBlockTreeView<'_, RocksStore>,
+        header: &BlockHeader,
+        txs: &[aitbc_protocol::tx::SignedTransaction],
+    ) -> Option<ledger::BlockOutcome> {
+        let state = TreeState(view);
+        let ctx = BlockContext { height: header.height, time_ms: header.time_ms, proposer: header.proposer, params: &self.params };
+        match apply_block(&state, &ctx, txs) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::error!(error = %e, "ledger state is corrupt; refusing to execute block");
+                None
+            }
+        }
+    }
+
+    fn validate(&mut self, request: ValidateBlockRequest<RocksStore>, check_time: bool) -> ValidateBlockResponse {
+        let started = Instant::now();
+        let block = request.proposed_block();
+        let view = request.block_tree();
+        let Some(expected_data_hash) = block::header_datum_hash(&block.data) else {
+            return ValidateBlockResponse::Invalid;
+        };
+        if expected_data_hash != block.data_hash {
+            tracing::warn!("rejecting block: data hash does not match its header");
+            return ValidateBlockResponse::Invalid;
+        }
+        let (header, txs) = match block::decode(&block.data) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "rejecting block that does not decode");
+                return ValidateBlockResponse::Invalid;
+            }
+        };
+        let parent = Some(block.justify.block).filter(|_| block.height.int() > 0);
+        let (parent_height, parent_hash, parent_time) = parent_info(view, parent);
+        let expected_height = if parent.is_some() { parent_height + 1 } else { block.height.int() };
+        let proposer_ok = header
+            .proposer
+            .verifying_key()
+            .ok()
+            .and_then(|vk| view.validator_set().ok().map(|vs| vs.contains(&vk)))
+            .unwrap_or(false);
+        let problems = [
+            (header.chain_id != self.params.chain_id, "chain id"),
+            (header.height != block.height.int() || header.height != expected_height, "height"),
+            (parent.is_some() && header.prev_hash != parent_hash, "previous hash"),
+            (header.time_ms < parent_time, "time before its parent's"),
+            (check_time && header.time_ms > now_ms() + MAX_CLOCK_SKEW_MS, "time in the future"),
+            (!proposer_ok, "proposer is not a validator"),
+            (header.tx_count as usize != txs.len(), "transaction count"),
+        ];
+        if let Some((_, what)) = problems.iter().find(|(bad, _)| *bad) {
+            tracing::warn!(height = header.height, problem = what, "rejecting block with a bad header");
+            return ValidateBlockResponse::Invalid;
+        }
+        let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
+        if merkle_root(&hashes) != header.tx_root {
+            tracing::warn!(height = header.height, "rejecting block: transaction root mismatch");
+            return ValidateBlockResponse::Invalid;
+        }
+        let Some(outcome) = self.execute(view, &header, &txs) else {
+            return ValidateBlockResponse::Invalid;
+        };
+        if outcome.state_root != header.state_root {
+            tracing::warn!(height = header.height, "rejecting block: state root mismatch");
+            return ValidateBlockResponse::Invalid;
+        }
+        self.metrics.observe_validate(started.elapsed());
+        ValidateBlockResponse::Valid { app_state_updates: Some(to_updates(outcome.writes)), validator_set_updates: None }
+    }
+}
+
+impl App<RocksStore> for LedgerApp {
+    fn produce_block(&mut self, request: ProduceBlockRequest<RocksStore>) -> ProduceBlockResponse {
+        let view = request.block_tree();
+        let parent = request.parent_block();
+        self.wait_for_work(view, parent);
+        self.last_proposal = Instant::now();
+        let started = Instant::now();
+        let (parent_height, parent_hash, parent_time) = parent_info(view, parent);
+        let height = if parent.is_some() { parent_height + 1 } else { 0 };
+        let state = TreeState(view);
+        let txs = self.mempool.select(self.params.max_block_txs as usize, |a: &Address| {
+            state
+                .get(&keys::account(a))
+                .and_then(|b| borsh::from_slice::<Account>(&b).ok())
+                .map(|acct| acct.nonce)
+                .unwrap_or(0)
+        });
+        let mut header = BlockHeader {
+            chain_id: self.params.chain_id.clone(),
+            height,
+            prev_hash: parent_hash,
+            time_ms: now_ms().max(parent_time),
+            proposer: self.me,
+            tx_root: merkle_root(&txs.iter().map(|t| t.hash()).collect::<Vec<_>>()),
+            state_root: Hash::ZERO,
+            tx_count: txs.len() as u32,
+        };
+        let (writes, state_root) = match self.execute(view, &header, &txs) {
+            Some(o) => (o.writes, o.state_root),
+            None => {
+                // Our own state does not decode: propose nothing rather than a wrong block.
+                header.tx_count = 0;
+                header.tx_root = merkle_root(&[]);
+                (Default::default(), Hash::ZERO)
+            }
+        };
+        header.state_root = state_root;
+        let empty: &[aitbc_protocol::tx::SignedTransaction] = if header.tx_count == 0 { &[] } else { &txs };
+        let (data, data_hash) = block::encode(&header, empty);
+        self.metrics.observe_produce(started.elapsed(), header.tx_count as u64);
+        tracing::debug!(height, txs = header.tx_count, "proposing block");
+        ProduceBlockResponse { data_hash, data, app_state_updates: Some(to_updates(writes)), validator_set_updates: None }
+    }
+
+    fn validate_block(&mut self, request: ValidateBlockRequest<RocksStore>) -> ValidateBlockResponse {
+        self.validate(request, true)
+    }
+
+    fn validate_block_for_sync(&mut self, request: ValidateBlockRequest<RocksStore>) -> ValidateBlockResponse {
+        self.validate(request, false)
+    }
+}

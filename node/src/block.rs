@@ -1,0 +1,53 @@
+//! How our blocks sit inside HotStuff blocks: datum 0 is the borsh [`BlockHeader`], every other
+//! datum one borsh [`SignedTransaction`].
+
+use aitbc_protocol::model::BlockHeader;
+use aitbc_protocol::tx::SignedTransaction;
+use aitbc_protocol::Hash;
+use hotstuff_rs::types::data_types::{CryptoHash, Data, Datum};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockDecodeError {
+    #[error("block has no header datum")]
+    NoHeader,
+    #[error("block header does not decode: {0}")]
+    Header(String),
+    #[error("transaction {index} does not decode: {reason}")]
+    Transaction { index: usize, reason: String },
+}
+
+pub fn encode(header: &BlockHeader, txs: &[SignedTransaction]) -> (Data, CryptoHash) {
+    let header_bytes = borsh::to_vec(header).expect("encode header");
+    let hash = data_hash(&header_bytes);
+    let mut data = Vec::with_capacity(txs.len() + 1);
+    data.push(Datum::new(header_bytes));
+    data.extend(txs.iter().map(|t| Datum::new(t.encode())));
+    (Data::new(data), hash)
+}
+
+/// The data hash commits to the header, which commits to the transactions through `tx_root`.
+pub fn data_hash(header_bytes: &[u8]) -> CryptoHash {
+    CryptoHash::new(Hash::domain("aitbc/block-data/v1", &[header_bytes]).0)
+}
+
+pub fn decode_header(data: &Data) -> Result<BlockHeader, BlockDecodeError> {
+    let first = data.iter().next().ok_or(BlockDecodeError::NoHeader)?;
+    borsh::from_slice(first.bytes()).map_err(|e| BlockDecodeError::Header(e.to_string()))
+}
+
+pub fn decode(data: &Data) -> Result<(BlockHeader, Vec<SignedTransaction>), BlockDecodeError> {
+    let header = decode_header(data)?;
+    let txs = data
+        .iter()
+        .skip(1)
+        .enumerate()
+        .map(|(index, d)| {
+            SignedTransaction::decode(d.bytes()).map_err(|e| BlockDecodeError::Transaction { index, reason: e.to_string() })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((header, txs))
+}
+
+pub fn header_datum_hash(data: &Data) -> Option<CryptoHash> {
+    data.iter().next().map(|d| data_hash(d.bytes()))
+}

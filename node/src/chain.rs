@@ -1,0 +1,146 @@
+//! The node's view of its committed chain: reads for the API, the committed-block feed, and the
+//! glue that keeps the mempool in step with what committed.
+
+use crate::block;
+use crate::ledger::{self, keys, ChainParams, StateRead};
+use crate::mempool::Mempool;
+use crate::metrics::NodeMetrics;
+use crate::store::RocksStore;
+use aitbc_protocol::model::{Account, BlockHeader, TxReceipt};
+use aitbc_protocol::tx::SignedTransaction;
+use aitbc_protocol::{Address, Hash};
+use hotstuff_rs::block_tree::accessors::public::BlockTreeCamera;
+use hotstuff_rs::types::data_types::{BlockHeight, CryptoHash};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// A committed block with its decoded contents and receipts.
+#[derive(Clone, Debug)]
+pub struct CommittedBlock {
+    pub hash: Hash,
+    pub header: BlockHeader,
+    pub txs: Vec<SignedTransaction>,
+    pub tx_hashes: Vec<Hash>,
+    pub receipts: Vec<TxReceipt>,
+}
+
+/// Committed state read straight from RocksDB.
+pub struct CommittedState<'a>(pub &'a RocksStore);
+
+impl StateRead for CommittedState<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get_committed(key)
+    }
+}
+
+pub struct Chain {
+    pub store: RocksStore,
+    pub params: ChainParams,
+    pub mempool: Arc<Mempool>,
+    pub metrics: Arc<NodeMetrics>,
+    camera: BlockTreeCamera<RocksStore>,
+    feed: broadcast::Sender<Arc<CommittedBlock>>,
+    /// Height of the last block the feed has published, plus one (0 = none yet).
+    published: AtomicU64,
+    pub syncing: AtomicBool,
+}
+
+impl Chain {
+    pub fn new(store: RocksStore, params: ChainParams, mempool: Arc<Mempool>, metrics: Arc<NodeMetrics>) -> Chain {
+        let (feed, _) = broadcast::channel(1024);
+        let camera = BlockTreeCamera::new(store.clone());
+        let chain = Chain {
+            store,
+            params,
+            mempool,
+            metrics,
+            camera,
+            feed,
+            published: AtomicU64::new(0),
+            syncing: AtomicBool::new(false),
+        };
+        let next = chain.committed_height().map(|h| h + 1).unwrap_or(0);
+        chain.published.store(next, Ordering::SeqCst);
+        chain.metrics.height.set(chain.committed_height().unwrap_or(0));
+        chain
+    }
+
+    pub fn read<T: borsh::BorshDeserialize>(&self, key: &[u8]) -> Option<T> {
+        ledger::state::decode(key, self.store.get_committed(key)).ok().flatten()
+    }
+
+    pub fn account(&self, a: &Address) -> Account {
+        self.read(&keys::account(a)).unwrap_or_default()
+    }
+
+    pub fn committed_state(&self) -> CommittedState<'_> {
+        CommittedState(&self.store)
+    }
+
+    /// Height of the highest committed block, if any block committed yet.
+    pub fn committed_height(&self) -> Option<u64> {
+        let snap = self.camera.snapshot();
+        let hash = snap.highest_committed_block().ok().flatten()?;
+        snap.block_height(&hash).ok().flatten().map(|h| h.int())
+    }
+
+    pub fn view(&self) -> u64 {
+        self.camera.snapshot().highest_view_entered().map(|v| v.int()).unwrap_or(0)
+    }
+
+    pub fn validators(&self) -> Vec<aitbc_protocol::PublicKey> {
+        self.camera
+            .snapshot()
+            .committed_validator_set()
+            .map(|vs| vs.validators().map(|v| aitbc_protocol::PublicKey(v.to_bytes())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The committed block at `height`, decoded, with its receipts.
+    pub fn block_at(&self, height: u64) -> Option<CommittedBlock> {
+        let committed = self.committed_height()?;
+        if height > committed {
+            return None;
+        }
+        let snap = self.camera.snapshot();
+        let hash = snap.block_at_height(BlockHeight::new(height)).ok().flatten()?;
+        self.block_by_hash(&hash)
+    }
+
+    pub fn block_by_hash(&self, hash: &CryptoHash) -> Option<CommittedBlock> {
+        let snap = self.camera.snapshot();
+        let data = snap.block_data(hash).ok().flatten()?;
+        let (header, txs) = block::decode(&data).ok()?;
+        if self.committed_height().is_none_or(|c| header.height > c) {
+            return None;
+        }
+        let tx_hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
+        let receipts = tx_hashes.iter().filter_map(|h| self.read::<TxReceipt>(&keys::receipt(h))).collect();
+        Some(CommittedBlock { hash: Hash(hash.bytes()), header, txs, tx_hashes, receipts })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBlock>> {
+        self.feed.subscribe()
+    }
+
+    /// Publishes every committed block not yet published, in height order, and drops their
+    /// transactions from the mempool. Called on each HotStuff commit event.
+    pub fn publish_committed(&self) {
+        let Some(top) = self.committed_height() else { return };
+        let mut next = self.published.load(Ordering::SeqCst);
+        while next <= top {
+            let Some(b) = self.block_at(next) else { break };
+            let applied = b.receipts.iter().filter(|r| r.error.is_none()).count() as u64;
+            self.metrics.txs_committed.inc_by(applied);
+            self.metrics.txs_rejected.inc_by(b.receipts.len() as u64 - applied);
+            self.metrics.blocks_committed.inc();
+            self.mempool.remove_committed(&b.tx_hashes, |a| self.account(a).nonce);
+            let _ = self.feed.send(Arc::new(b));
+            next += 1;
+            self.published.store(next, Ordering::SeqCst);
+        }
+        self.metrics.height.set(top);
+        self.metrics.mempool_size.set(self.mempool.len() as u64);
+    }
+}

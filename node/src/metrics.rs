@@ -1,0 +1,86 @@
+//! Prometheus metrics of a node, served on the HTTP port with the health endpoints.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+pub struct NodeMetrics {
+    registry: Registry,
+    pub blocks_committed: Counter,
+    pub txs_committed: Counter,
+    pub txs_rejected: Counter,
+    pub txs_submitted: Counter,
+    pub height: Gauge<u64, AtomicU64>,
+    pub mempool_size: Gauge<u64, AtomicU64>,
+    pub peers_connected: Gauge<u64, AtomicU64>,
+    pub peer_messages_dropped: Counter,
+    pub peer_messages_bad_signature: Counter,
+    produce_seconds: Histogram,
+    validate_seconds: Histogram,
+    block_txs: Histogram,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeMetrics {
+    pub fn new() -> NodeMetrics {
+        let mut registry = Registry::with_prefix("aitbc_node");
+        let m = NodeMetrics {
+            blocks_committed: Counter::default(),
+            txs_committed: Counter::default(),
+            txs_rejected: Counter::default(),
+            txs_submitted: Counter::default(),
+            height: Gauge::default(),
+            mempool_size: Gauge::default(),
+            peers_connected: Gauge::default(),
+            peer_messages_dropped: Counter::default(),
+            peer_messages_bad_signature: Counter::default(),
+            produce_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            validate_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            block_txs: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            registry: Registry::default(),
+        };
+        registry.register("blocks_committed", "Blocks committed", m.blocks_committed.clone());
+        registry.register("txs_committed", "Transactions committed (applied)", m.txs_committed.clone());
+        registry.register("txs_rejected", "Transactions committed with a rejection receipt", m.txs_rejected.clone());
+        registry.register("txs_submitted", "Transactions accepted into the mempool", m.txs_submitted.clone());
+        registry.register("height", "Height of the highest committed block", m.height.clone());
+        registry.register("mempool_size", "Pending transactions", m.mempool_size.clone());
+        registry.register("peers_connected", "Peers with an open outbound stream", m.peers_connected.clone());
+        registry.register("peer_messages_dropped", "Consensus messages dropped on full queues", m.peer_messages_dropped.clone());
+        registry.register(
+            "peer_messages_bad_signature",
+            "Peer messages ignored for a bad signature",
+            m.peer_messages_bad_signature.clone(),
+        );
+        registry.register("produce_block_seconds", "Time to build a proposal", m.produce_seconds.clone());
+        registry.register("validate_block_seconds", "Time to re-execute a proposal", m.validate_seconds.clone());
+        registry.register("block_transactions", "Transactions per proposed block", m.block_txs.clone());
+        NodeMetrics { registry, ..m }
+    }
+
+    pub fn observe_produce(&self, took: Duration, txs: u64) {
+        self.produce_seconds.observe(took.as_secs_f64());
+        self.block_txs.observe(txs as f64);
+    }
+
+    pub fn observe_validate(&self, took: Duration) {
+        self.validate_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

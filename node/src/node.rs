@@ -1,0 +1,185 @@
+//! Starting a node: storage, genesis, the HotStuff replica, the peer network and the servers.
+
+use crate::api::ChainService;
+use crate::app::LedgerApp;
+use crate::chain::Chain;
+use crate::http;
+use crate::ledger::{genesis, ChainParams};
+use crate::mempool::Mempool;
+use crate::metrics::NodeMetrics;
+use crate::p2p::{FaultSwitch, PeerNetwork};
+use crate::store::RocksStore;
+use aitbc_protocol::model::Genesis;
+use aitbc_protocol::tx::SignedTransaction;
+use aitbc_protocol::{Hash, Keypair};
+use hotstuff_rs::block_tree::pluggables::{KVGet, KVStore, WriteBatch};
+use hotstuff_rs::replica::{Configuration, Replica, ReplicaSpec};
+use hotstuff_rs::types::data_types::{BufferSize, ChainID, EpochLength, Power};
+use hotstuff_rs::types::update_sets::AppStateUpdates;
+use hotstuff_rs::types::validator_set::{ValidatorSet, ValidatorSetState};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Marker key (outside HotStuff's key space) recording which genesis a data dir belongs to.
+const GENESIS_MARKER: &[u8] = b"aitbc/genesis-hash";
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub genesis: Genesis,
+    pub key: Keypair,
+    pub data_dir: PathBuf,
+    pub rpc_listen: SocketAddr,
+    pub p2p_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub peers: Vec<String>,
+    pub sync_writes: bool,
+    pub fault_file: Option<PathBuf>,
+    pub mempool_capacity: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Genesis(#[from] genesis::GenesisError),
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
+    #[error("data dir {dir} belongs to another chain (genesis {found}); this genesis is {expected}. Use an empty --data-dir")]
+    WrongGenesis { dir: String, found: String, expected: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// HotStuff's numeric chain id, derived from ours.
+fn hotstuff_chain_id(chain_id: &str) -> ChainID {
+    let h = Hash::domain("aitbc/hotstuff-chain-id/v1", &[chain_id.as_bytes()]);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.0[..8]);
+    ChainID::new(u64::from_le_bytes(b))
+}
+
+fn validator_set(g: &Genesis) -> ValidatorSet {
+    let mut vs = ValidatorSet::new();
+    for v in &g.validators {
+        if let Ok(vk) = v.key.verifying_key() {
+            vs.put(&vk, Power::new(v.power.max(1)));
+        }
+    }
+    vs
+}
+
+/// Writes the genesis state into an empty store, or checks that the store belongs to this genesis.
+fn initialize_store(store: &mut RocksStore, g: &Genesis, dir: &std::path::Path) -> Result<(), StartError> {
+    let expected = genesis::genesis_hash(g);
+    match store.get(GENESIS_MARKER) {
+        Some(found) if found == expected.0 => Ok(()),
+        Some(found) => Err(StartError::WrongGenesis { dir: dir.display().to_string(), found: hex::encode(found), expected: expected.to_hex() }),
+        None => {
+            let mut updates = AppStateUpdates::new();
+            for (k, v) in genesis::initial_state(g)? {
+                if let Some(v) = v {
+                    updates.insert(k, v);
+                }
+            }
+            let vs = validator_set(g);
+            Replica::initialize(store.clone(), updates, ValidatorSetState::new(vs.clone(), vs, None, true));
+            let mut wb = <RocksStore as KVStore>::WriteBatch::new();
+            wb.set(GENESIS_MARKER, &expected.0);
+            store.write(wb);
+            Ok(())
+        }
+    }
+}
+
+/// A running node. Dropping it stops consensus.
+pub struct RunningNode {
+    pub chain: Arc<Chain>,
+    pub net: PeerNetwork,
+    _replica: Replica<RocksStore>,
+}
+
+pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
+    genesis::validate(&cfg.genesis)?;
+    std::fs::create_dir_all(&cfg.data_dir).ok();
+    let mut store = RocksStore::open(&cfg.data_dir.join("chain.db"), cfg.sync_writes)?;
+    initialize_store(&mut store, &cfg.genesis, &cfg.data_dir)?;
+
+    let params = ChainParams::from_genesis(&cfg.genesis);
+    let metrics = Arc::new(NodeMetrics::new());
+    let mempool = Arc::new(Mempool::new(cfg.mempool_capacity));
+    let chain = Arc::new(Chain::new(store.clone(), params.clone(), mempool.clone(), metrics.clone()));
+    let me = cfg.key.public();
+    let is_validator = cfg.genesis.validators.iter().any(|v| v.key == me);
+
+    let net = PeerNetwork::new(cfg.key.clone(), params.chain_id.clone(), FaultSwitch::new(cfg.fault_file.clone()), metrics.clone());
+    {
+        let chain = chain.clone();
+        net.set_tx_sink(Arc::new(move |txs: Vec<Vec<u8>>| {
+            for bytes in txs {
+                if let Ok(stx) = SignedTransaction::decode(&bytes) {
+                    // Duplicates and stale nonces from gossip are expected; drop them quietly.
+                    let _ = ChainService::admit(&chain, stx, false);
+                }
+            }
+        }));
+    }
+
+    // Servers first, so peers can reach us while consensus starts.
+    let p2p_listener = tokio::net::TcpListener::bind(cfg.p2p_listen).await.map_err(|source| StartError::Listen { addr: cfg.p2p_listen, source })?;
+    let rpc_listener = tokio::net::TcpListener::bind(cfg.rpc_listen).await.map_err(|source| StartError::Listen { addr: cfg.rpc_listen, source })?;
+    let http_listener = tokio::net::TcpListener::bind(cfg.http_listen).await.map_err(|source| StartError::Listen { addr: cfg.http_listen, source })?;
+    let peer_server = net.server();
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(p2p_listener);
+        if let Err(e) = tonic::transport::Server::builder().tcp_nodelay(true).add_service(peer_server).serve_with_incoming(incoming).await {
+            tracing::error!(error = %e, "peer server stopped");
+        }
+    });
+    let api = ChainService { chain: chain.clone(), net: net.clone(), node_key: me, is_validator, block_time_ms: cfg.genesis.block_time_ms };
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+        let svc = aitbc_protocol::pb::chain_server::ChainServer::new(api).max_decoding_message_size(16 * 1024 * 1024);
+        if let Err(e) = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming(incoming).await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+    tokio::spawn(http::serve(http_listener, chain.clone()));
+    for peer in &cfg.peers {
+        tokio::spawn(net.clone().dial_forever(peer.clone()));
+    }
+
+    let block_time = Duration::from_millis(cfg.genesis.block_time_ms);
+    let max_view_time = block_time * 2 + Duration::from_millis(1000);
+    let configuration = Configuration::builder()
+        .me(cfg.key.signing_key().clone())
+        .chain_id(hotstuff_chain_id(&params.chain_id))
+        .block_sync_request_limit(200)
+        .block_sync_server_advertise_time(Duration::from_secs(2))
+        .block_sync_response_timeout(Duration::from_secs(3))
+        .block_sync_blacklist_expiry_time(Duration::from_secs(10))
+        .block_sync_trigger_min_view_difference(2)
+        .block_sync_trigger_timeout(max_view_time * 3)
+        .progress_msg_buffer_capacity(BufferSize::new(64 * 1024 * 1024))
+        .epoch_length(EpochLength::new(50))
+        .max_view_time(max_view_time)
+        .log_events(false)
+        .build();
+    let app = LedgerApp::new(params, me, mempool, block_time, metrics);
+    let (c1, c2, c3) = (chain.clone(), chain.clone(), chain.clone());
+    let replica = ReplicaSpec::builder()
+        .app(app)
+        .network(net.clone())
+        .kv_store(store)
+        .configuration(configuration)
+        .on_commit_block(move |_| c1.publish_committed())
+        .on_start_sync(move |_| c2.syncing.store(true, std::sync::atomic::Ordering::Relaxed))
+        .on_end_sync(move |_| {
+            c3.syncing.store(false, std::sync::atomic::Ordering::Relaxed);
+            c3.publish_committed();
+        })
+        .build()
+        .start();
+    tracing::info!(key = %me, validator = is_validator, chain = %chain.params.chain_id, height = ?chain.committed_height(), "node started");
+    Ok(RunningNode { chain, net, _replica: replica })
+}
