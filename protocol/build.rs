@@ -1,5 +1,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/chain.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/chain.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto/agent.proto");
+    tonic_prost_build::configure().compile_protos(&["proto/chain.proto", "proto/agent.proto"], &["proto"])?;
     Ok(())
 }

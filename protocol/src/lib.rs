@@ -2,6 +2,7 @@
 //! chain objects, and the gRPC definitions with their generated tonic clients and servers.
 
 pub mod amount;
+pub mod client;
 pub mod crypto;
 pub mod hash;
 pub mod model;
@@ -15,4 +16,9 @@ pub use hash::Hash;
 /// Generated gRPC code for the chain's public API.
 pub mod pb {
     tonic::include_proto!("aitbc.chain.v1");
+}
+
+/// Generated gRPC code for the GPU agent's API.
+pub mod agent_pb {
+    tonic::include_proto!("aitbc.agent.v1");
 }
