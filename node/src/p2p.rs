@@ -60,7 +60,9 @@ struct Outbox {
 struct Shared {
     me: Keypair,
     chain_id: String,
-    outboxes: RwLock<HashMap<[u8; 32], Outbox>>,
+    /// Open streams per peer key. Two validators usually hold two connections (each dialled one);
+    /// both stay registered and messages go out on the first that accepts them.
+    outboxes: RwLock<HashMap<[u8; 32], Vec<Outbox>>>,
     peers_seen: RwLock<HashMap<[u8; 32], Instant>>,
     inbox_tx: std_mpsc::SyncSender<(VerifyingKey, Message)>,
     inbox_rx: Mutex<std_mpsc::Receiver<(VerifyingKey, Message)>>,
@@ -142,10 +144,15 @@ impl PeerNetwork {
 
     fn push(&self, to: &[u8; 32], env: Envelope) {
         let boxes = self.shared.outboxes.read();
-        if let Some(ob) = boxes.get(to) {
-            if ob.tx.try_send(env).is_err() {
-                self.shared.metrics.peer_messages_dropped.inc();
+        let mut env = Some(env);
+        for ob in boxes.get(to).into_iter().flatten() {
+            match ob.tx.try_send(env.take().expect("envelope present")) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(e)) | Err(mpsc::error::TrySendError::Closed(e)) => env = Some(e),
             }
+        }
+        if env.is_some() {
+            self.shared.metrics.peer_messages_dropped.inc();
         }
     }
 
@@ -228,7 +235,7 @@ impl PeerNetwork {
 
     fn register(&self, key: &PublicKey, tx: mpsc::Sender<Envelope>) -> u64 {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shared.outboxes.write().insert(key.0, Outbox { id, tx });
+        self.shared.outboxes.write().entry(key.0).or_default().push(Outbox { id, tx });
         self.shared.peers_seen.write().insert(key.0, Instant::now());
         self.shared.metrics.peers_connected.set(self.shared.outboxes.read().len() as u64);
         id
@@ -236,8 +243,11 @@ impl PeerNetwork {
 
     fn unregister(&self, key: &PublicKey, id: u64) {
         let mut boxes = self.shared.outboxes.write();
-        if boxes.get(&key.0).is_some_and(|o| o.id == id) {
-            boxes.remove(&key.0);
+        if let Some(list) = boxes.get_mut(&key.0) {
+            list.retain(|o| o.id != id);
+            if list.is_empty() {
+                boxes.remove(&key.0);
+            }
         }
         self.shared.metrics.peers_connected.set(boxes.len() as u64);
     }
