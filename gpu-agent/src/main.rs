@@ -1,0 +1,333 @@
+//! `aitbc-gpu-agent`: serves this node's GPUs to the AITBC marketplace.
+
+use aitbc_gpu_agent::config::{
+    default_agent_id, parse_serves, AgentConfig, DeclaredGpu, FileConfig,
+};
+use aitbc_gpu_agent::identity::{load_or_create_key, KEY_ENV};
+use aitbc_gpu_agent::inventory::Inventory;
+use aitbc_gpu_agent::nvml::{GpuBackend, NvmlBackend};
+use aitbc_gpu_agent::{api, demo_runtime, metrics, Agent};
+use aitbc_protocol::{Address, PublicKey};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "aitbc-gpu-agent",
+    version,
+    about = "AITBC GPU agent: GPU inventory, leases, job runner and signed receipts over gRPC",
+    after_help = "Examples:\n  \
+  # A devnet agent with two simulated GPUs, trusting one scheduler key:\n  \
+  aitbc-gpu-agent run --listen 127.0.0.1:7070 --metrics-listen 127.0.0.1:9102 \\\n    \
+  --state-dir /tmp/agent1 --chain-id aitbc-devnet --scheduler-key <HEX> \\\n    \
+  --simulate-gpus 2 --simulated-gpu-memory-mib 16384 --simulated-gpu-model \"Simulated A100\"\n\n  \
+  # On a GPU node (NVML found automatically), key from a Kubernetes Secret:\n  \
+  AITBC_AGENT_KEY=<secret hex> aitbc-gpu-agent run --listen 0.0.0.0:7070 \\\n    \
+  --state-dir /var/lib/aitbc-agent --chain-id aitbc-main --owner ait... --scheduler-key <HEX>\n\n  \
+  # Print the agent key and the unsigned RegisterAgent action for the owner to sign:\n  \
+  aitbc-gpu-agent identity --state-dir /tmp/agent1"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run(Box<RunArgs>),
+    /// Print the agent's public key, agent id and the unsigned RegisterAgent action (borsh hex).
+    Identity(IdentityArgs),
+    /// The built-in demo runtime the agent executes for jobs without a command.
+    #[command(hide = true)]
+    DemoRuntime,
+}
+
+#[derive(Args)]
+struct KeyArgs {
+    /// State directory: agent key, leases, job records and outputs.
+    #[arg(
+        long,
+        env = "AITBC_AGENT_STATE_DIR",
+        default_value = "/var/lib/aitbc-agent"
+    )]
+    state_dir: PathBuf,
+    /// Read the agent key (64 hex digits) from this file instead of the state directory.
+    /// The AITBC_AGENT_KEY environment variable is the other alternative.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Agent id (default: $NODE_NAME, else the host name).
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// Providers served: `any`, or provider wallet addresses (repeatable or comma-separated).
+    #[arg(long)]
+    serves: Vec<String>,
+    /// TOML configuration file (agent_id, chain_id, owner, serves, scheduler_keys, [[gpu]]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct IdentityArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Prometheus /metrics and /healthz listen address.
+    #[arg(long, default_value = "127.0.0.1:9102")]
+    metrics_listen: SocketAddr,
+    /// Chain id written into every receipt.
+    #[arg(long, env = "AITBC_CHAIN_ID")]
+    chain_id: Option<String>,
+    /// Owner wallet address (shown in status; the owner registers the agent on chain).
+    #[arg(long)]
+    owner: Option<String>,
+    /// Public key (hex) allowed to make mutating calls; repeatable.
+    #[arg(long = "scheduler-key")]
+    scheduler_keys: Vec<String>,
+    /// Serve N declared (simulated) GPUs where NVML is unavailable.
+    #[arg(long, default_value_t = 0)]
+    simulate_gpus: u32,
+    /// Memory of each simulated GPU.
+    #[arg(long, default_value_t = 16_384)]
+    simulated_gpu_memory_mib: u64,
+    /// Model name of the simulated GPUs.
+    #[arg(long, default_value = "Simulated GPU")]
+    simulated_gpu_model: String,
+    /// Do not use NVML even where it loads (serve the declared GPUs).
+    #[arg(long)]
+    no_nvml: bool,
+    /// Seconds between GPU samples.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    sample_interval_secs: u64,
+    /// KiB kept from the start and from the end of each job's stdout and stderr.
+    #[arg(long, default_value_t = 64)]
+    capture_kib: usize,
+    /// Largest output file FetchOutput returns, MiB.
+    #[arg(long, default_value_t = 16)]
+    max_fetch_mib: u64,
+    /// Time limit of jobs that do not set one, seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    default_time_limit_secs: u64,
+    /// Log as JSON lines (for Kubernetes) instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::DemoRuntime => {
+            if let Err(e) = demo_runtime::run_from_env() {
+                eprintln!("demo runtime: {e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Identity(a) => {
+            let file = load_file_config(&a.keys)?;
+            let (key, _) = load_key(&a.keys)?;
+            let agent_id = a
+                .keys
+                .agent_id
+                .clone()
+                .or(file.agent_id)
+                .unwrap_or_else(default_agent_id);
+            let serves = parse_serves(&if a.keys.serves.is_empty() {
+                file.serves.unwrap_or_default()
+            } else {
+                a.keys.serves
+            })?;
+            let action =
+                aitbc_gpu_agent::identity::register_agent_action(key.public(), &agent_id, &serves);
+            println!("agent_key: {}", key.public());
+            println!("agent_id: {agent_id}");
+            println!(
+                "register_action_borsh_hex: {}",
+                hex::encode(borsh::to_vec(&action)?)
+            );
+            Ok(())
+        }
+        Command::Run(a) => {
+            init_tracing(a.log_json);
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            rt.block_on(run(*a))
+        }
+    }
+}
+
+fn load_file_config(k: &KeyArgs) -> Result<FileConfig> {
+    Ok(match &k.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    })
+}
+
+fn load_key(
+    k: &KeyArgs,
+) -> Result<(
+    aitbc_protocol::Keypair,
+    aitbc_gpu_agent::identity::KeySource,
+)> {
+    std::fs::create_dir_all(&k.state_dir)
+        .with_context(|| format!("creating the state directory {}", k.state_dir.display()))?;
+    let env = std::env::var(KEY_ENV).ok();
+    Ok(load_or_create_key(
+        &k.state_dir,
+        k.key_file.as_deref(),
+        env.as_deref(),
+    )?)
+}
+
+fn build_config(a: &RunArgs) -> Result<AgentConfig> {
+    let file = load_file_config(&a.keys)?;
+    let chain_id = a
+        .chain_id
+        .clone()
+        .or(file.chain_id)
+        .context("--chain-id (or chain_id in --config) is required")?;
+    if chain_id.trim().is_empty() {
+        bail!("--chain-id must not be empty");
+    }
+    let agent_id = a
+        .keys
+        .agent_id
+        .clone()
+        .or(file.agent_id)
+        .unwrap_or_else(default_agent_id);
+    if agent_id.trim().is_empty() {
+        bail!("--agent-id must not be empty");
+    }
+    let mut c = AgentConfig::new(&a.keys.state_dir, chain_id, agent_id);
+    c.owner = match a.owner.clone().or(file.owner) {
+        Some(o) => Some(
+            o.parse::<Address>()
+                .with_context(|| format!("--owner {o:?}"))?,
+        ),
+        None => None,
+    };
+    let serves = if a.keys.serves.is_empty() {
+        file.serves.unwrap_or_default()
+    } else {
+        a.keys.serves.clone()
+    };
+    c.serves = parse_serves(&serves)?;
+    let keys = a
+        .scheduler_keys
+        .iter()
+        .chain(&file.scheduler_keys)
+        .flat_map(|s| s.split(','));
+    c.scheduler_keys = keys
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.parse::<PublicKey>()
+                .with_context(|| format!("--scheduler-key {s:?}"))
+        })
+        .collect::<Result<_>>()?;
+    c.declared_gpus = file.gpus;
+    for _ in 0..a.simulate_gpus {
+        if a.simulated_gpu_memory_mib == 0 {
+            bail!("--simulated-gpu-memory-mib must be positive");
+        }
+        c.declared_gpus.push(DeclaredGpu {
+            model: a.simulated_gpu_model.clone(),
+            memory_mib: a.simulated_gpu_memory_mib,
+            uuid: None,
+        });
+    }
+    c.disable_nvml = a.no_nvml;
+    c.sample_interval = Duration::from_secs(
+        file.sample_interval_secs
+            .unwrap_or(a.sample_interval_secs)
+            .max(1),
+    );
+    c.capture_bytes = a.capture_kib.saturating_mul(1024);
+    c.max_fetch_bytes = a.max_fetch_mib.saturating_mul(1024 * 1024);
+    c.default_time_limit = Duration::from_secs(a.default_time_limit_secs);
+    let exe = std::env::current_exe().context("locating this binary for the demo runtime")?;
+    c.demo_runtime = vec![exe.display().to_string(), "demo-runtime".into()];
+    Ok(c)
+}
+
+async fn run(a: RunArgs) -> Result<()> {
+    let config = build_config(&a)?;
+    let (key, source) = load_key(&a.keys)?;
+    let inventory = Inventory::detect(
+        &config.agent_id,
+        &config.declared_gpus,
+        config.disable_nvml,
+        || NvmlBackend::load().map(|b| Box::new(b) as Box<dyn GpuBackend>),
+    );
+    if config.scheduler_keys.is_empty() {
+        tracing::warn!("no --scheduler-key given: every mutating call (run, cancel, leases, stress) will be refused");
+    }
+    let agent = Agent::open(config, key, inventory)?;
+    let st = agent.status();
+    tracing::info!(
+        agent_id = %st.agent_id, agent_key = %st.agent_key, key_source = ?source, chain_id = %st.chain_id,
+        gpus = st.gpu_count, source = %st.inventory_source, simulated = st.simulated, reason = %st.reason,
+        "agent starting"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let sampler = agent.spawn_sampler(stop_rx.clone());
+    let (grpc_addr, grpc) = api::spawn_server(agent.clone(), a.listen, stopped(stop_rx.clone()))
+        .await
+        .with_context(|| format!("binding gRPC on {}", a.listen))?;
+    let metrics_listener = tokio::net::TcpListener::bind(a.metrics_listen)
+        .await
+        .with_context(|| format!("binding metrics on {}", a.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let http_shutdown = stopped(stop_rx.clone());
+    let router = metrics::router(agent.clone());
+    let http = tokio::spawn(async move {
+        axum::serve(metrics_listener, router)
+            .with_graceful_shutdown(http_shutdown)
+            .await
+    });
+    tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, "agent listening");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received; shutting down"),
+    }
+    agent.shutdown(Duration::from_secs(10)).await;
+    stop_tx.send_replace(true);
+    let _ = sampler.await;
+    if let Ok(Err(e)) = grpc.await {
+        tracing::warn!(error = %e, "gRPC server ended with an error");
+    }
+    if let Ok(Err(e)) = http.await {
+        tracing::warn!(error = %e, "metrics server ended with an error");
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}
