@@ -785,6 +785,34 @@ impl Agent {
             self.book.leases(None, now).len(),
             self.book.free_gpus(now),
         );
+        self.prune_finished_jobs(now);
+    }
+
+    /// Deletes finished jobs that ended more than `job_retention` ago (records and files).
+    /// Returns how many were deleted.
+    pub fn prune_finished_jobs(&self, now_ms: u64) -> usize {
+        let cutoff = now_ms.saturating_sub(self.config.job_retention.as_millis() as u64);
+        let old: Vec<String> = self
+            .jobs
+            .lock()
+            .iter()
+            .filter(|(_, h)| {
+                let r = h.record.lock();
+                r.phase.is_final() && r.finished_at_ms.is_some_and(|f| f < cutoff)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &old {
+            self.jobs.lock().remove(id);
+            let dir = JobPaths::new(&self.config.state_dir, id).dir;
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(job = %id, "deleted a finished job past its retention"),
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "could not delete an old job directory")
+                }
+            }
+        }
+        old.len()
     }
 
     /// Samples every `sample_interval` until `shutdown` turns true.

@@ -45,6 +45,8 @@ pub struct AgentConfig {
     pub demo_runtime: Vec<String>,
     /// Allowed difference between a caller's timestamp and the agent's clock.
     pub max_clock_skew: Duration,
+    /// Finished jobs (record, input and outputs) are deleted this long after they ended.
+    pub job_retention: Duration,
 }
 
 impl AgentConfig {
@@ -72,6 +74,7 @@ impl AgentConfig {
             max_time_limit: Duration::from_secs(7 * 24 * 3600),
             demo_runtime: Vec::new(),
             max_clock_skew: Duration::from_secs(60),
+            job_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -120,6 +120,9 @@ struct RunArgs {
     /// Time limit of jobs that do not set one, seconds.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     default_time_limit_secs: u64,
+    /// Hours a finished job's record and outputs are kept.
+    #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..))]
+    job_retention_hours: u64,
     /// Log as JSON lines (for Kubernetes) instead of text.
     #[arg(long)]
     log_json: bool,
@@ -268,6 +271,7 @@ fn build_config(a: &RunArgs) -> Result<AgentConfig> {
     c.capture_bytes = a.capture_kib.saturating_mul(1024);
     c.max_fetch_bytes = a.max_fetch_mib.saturating_mul(1024 * 1024);
     c.default_time_limit = Duration::from_secs(a.default_time_limit_secs);
+    c.job_retention = Duration::from_secs(a.job_retention_hours.saturating_mul(3600));
     let exe = std::env::current_exe().context("locating this binary for the demo runtime")?;
     c.demo_runtime = vec![exe.display().to_string(), "demo-runtime".into()];
     Ok(c)

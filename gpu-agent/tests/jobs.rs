@@ -403,3 +403,25 @@ async fn invalid_requests_are_refused_clearly() {
         Err(AgentError::ResourceExhausted(_))
     ));
 }
+
+#[tokio::test]
+async fn shutdown_cancels_running_jobs_and_old_jobs_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = agent(dir.path(), 1);
+    a.run_job(job("finished", "true", 0)).unwrap();
+    let done = a.wait_job("finished").await.unwrap();
+    a.run_job(job("long", "sleep 30", 1)).unwrap();
+    a.shutdown(Duration::from_secs(5)).await;
+    let rec = a.job("long").unwrap();
+    assert_eq!(rec.phase, JobPhase::Cancelled);
+    assert_eq!(rec.message, "agent shutting down");
+    assert!(rec.receipt.unwrap().verify().is_ok());
+
+    // Nothing is pruned within the retention; past it, the record and files go.
+    let finished_at = done.finished_at_ms.unwrap();
+    assert_eq!(a.prune_finished_jobs(finished_at + 1000), 0);
+    let week = 7 * 24 * 3600 * 1000;
+    assert_eq!(a.prune_finished_jobs(finished_at + week + 60_000), 2);
+    assert!(matches!(a.job("finished"), Err(AgentError::NotFound(_))));
+    assert!(!dir.path().join("jobs/finished").exists());
+}
