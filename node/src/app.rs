@@ -26,13 +26,12 @@ pub struct LedgerApp {
     me: PublicKey,
     mempool: Arc<Mempool>,
     block_time: Duration,
-    last_proposal: Instant,
     metrics: Arc<NodeMetrics>,
 }
 
 impl LedgerApp {
     pub fn new(params: ChainParams, me: PublicKey, mempool: Arc<Mempool>, block_time: Duration, metrics: Arc<NodeMetrics>) -> Self {
-        LedgerApp { params, me, mempool, block_time, last_proposal: Instant::now(), metrics }
+        LedgerApp { params, me, mempool, block_time, metrics }
     }
 }
 
@@ -97,11 +96,15 @@ fn ancestors_need_blocks(view: &AppBlockTreeView<'_, RocksStore>, parent: Option
 }
 
 impl LedgerApp {
-    fn wait_for_work(&self, view: &AppBlockTreeView<'_, RocksStore>, parent: Option<CryptoHash>) {
-        let deadline = self.last_proposal + self.block_time;
+    /// Paces block production: a block follows its parent after the block time, or as soon as
+    /// there are transactions to include or ancestors with transactions waiting to commit.
+    fn wait_for_work(&self, view: &AppBlockTreeView<'_, RocksStore>, parent: Option<CryptoHash>, parent_time_ms: u64) {
         if ancestors_need_blocks(view, parent) {
             return;
         }
+        let block_time_ms = self.block_time.as_millis() as u64;
+        let due_in = (parent_time_ms + block_time_ms).saturating_sub(now_ms()).min(block_time_ms);
+        let deadline = Instant::now() + Duration::from_millis(due_in);
         while Instant::now() < deadline && self.mempool.is_empty() {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -185,10 +188,9 @@ impl App<RocksStore> for LedgerApp {
     fn produce_block(&mut self, request: ProduceBlockRequest<RocksStore>) -> ProduceBlockResponse {
         let view = request.block_tree();
         let parent = request.parent_block();
-        self.wait_for_work(view, parent);
-        self.last_proposal = Instant::now();
-        let started = Instant::now();
         let (parent_height, parent_hash, parent_time) = parent_info(view, parent);
+        self.wait_for_work(view, parent, parent_time);
+        let started = Instant::now();
         let height = if parent.is_some() { parent_height + 1 } else { 0 };
         let state = TreeState(view);
         let txs = self.mempool.select(self.params.max_block_txs as usize, |a: &Address| {

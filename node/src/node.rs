@@ -150,7 +150,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     }
 
     let block_time = Duration::from_millis(cfg.genesis.block_time_ms);
-    let max_view_time = block_time * 2 + Duration::from_millis(1000);
+    // A view must fit a block time of waiting plus proposal, validation and votes; a crashed
+    // leader costs this much per view of its tenure.
+    let max_view_time = block_time * 2 + Duration::from_millis(600);
     let configuration = Configuration::builder()
         .me(cfg.key.signing_key().clone())
         .chain_id(hotstuff_chain_id(&params.chain_id))

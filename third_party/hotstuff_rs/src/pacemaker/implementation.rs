@@ -668,6 +668,10 @@ impl ViewInfo {
     }
 }
 
+/// Consecutive views each leader holds (AITBC patch). Four views let one live leader build the
+/// three consecutive-view certificates a commit needs on its own.
+pub const LEADER_TENURE_VIEWS: u64 = 4;
+
 /// Deterministically select a replica in `validator_set` to become the leader of `view` using the
 /// [Interleaved WRR](https://en.wikipedia.org/wiki/Weighted_round_robin#Interleaved_WRR) algorithm.
 ///
@@ -678,7 +682,10 @@ pub fn select_leader(view: ViewNumber, validator_set: &ValidatorSet) -> Verifyin
     // Total number of validators.
     let n = validator_set.len();
     // Index in the abstract array.
-    let index = view.int() % (p_total.int() as u64);
+    // AITBC patch: each leader keeps LEADER_TENURE_VIEWS consecutive views (see
+    // third_party/README.md). Pipelined mode commits a block only after PCs in three consecutive
+    // views, so with one-view tenures a single crashed validator out of four stops all commits.
+    let index = (view.int() / LEADER_TENURE_VIEWS) % (p_total.int() as u64);
     // Max. power among the validators.
     let p_max = validator_set
         .validators_and_powers()
