@@ -22,3 +22,8 @@ pub mod pb {
 pub mod agent_pb {
     tonic::include_proto!("aitbc.agent.v1");
 }
+
+/// Generated gRPC code for the scheduler's control API.
+pub mod scheduler_pb {
+    tonic::include_proto!("aitbc.scheduler.v1");
+}
