@@ -121,7 +121,8 @@ impl ChainService {
         // committed state is what it will most likely be: refuse it now with the reason.
         if dry_run && stx.tx.nonce == acct.nonce {
             let height = chain.committed_height().map(|h| h + 1).unwrap_or(0);
-            let ctx = BlockContext { height, time_ms: 0, proposer: stx.tx.sender, params: &chain.params };
+            // The signature was just checked by check_stateless.
+            let ctx = BlockContext { height, time_ms: 0, proposer: stx.tx.sender, params: &chain.params, verified: Some(&|_| true) };
             let outcome = apply_block(&chain.committed_state(), &ctx, std::slice::from_ref(&stx))
                 .map_err(|e| Status::internal(e.to_string()))?;
             if let Some(reason) = outcome.receipts.first().and_then(|r| r.error.clone()) {

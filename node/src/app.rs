@@ -117,7 +117,15 @@ impl LedgerApp {
         txs: &[aitbc_protocol::tx::SignedTransaction],
     ) -> Option<ledger::BlockOutcome> {
         let state = TreeState(view);
-        let ctx = BlockContext { height: header.height, time_ms: header.time_ms, proposer: header.proposer, params: &self.params };
+        let mempool = &self.mempool;
+        let verified = |h: &Hash| mempool.contains(h);
+        let ctx = BlockContext {
+            height: header.height,
+            time_ms: header.time_ms,
+            proposer: header.proposer,
+            params: &self.params,
+            verified: Some(&verified),
+        };
         match apply_block(&state, &ctx, txs) {
             Ok(o) => Some(o),
             Err(e) => {

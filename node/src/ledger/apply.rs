@@ -59,13 +59,17 @@ impl From<CorruptState> for TxError {
 }
 
 /// What a block is applied in: its height, time and proposer, and the chain's parameters.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BlockContext<'p> {
     pub height: u64,
     pub time_ms: u64,
     pub proposer: PublicKey,
     pub params: &'p ChainParams,
+    /// Transactions whose signatures this node has already verified (e.g. on mempool admission);
+    /// their check is skipped. The outcome is the same either way, so determinism is unaffected.
+    pub verified: Option<&'p (dyn Fn(&Hash) -> bool + Sync)>,
 }
+
 
 /// Result of applying a block.
 #[derive(Debug)]
@@ -84,7 +88,7 @@ pub fn apply_block<S: StateRead + ?Sized>(
     txs: &[SignedTransaction],
 ) -> Result<BlockOutcome, CorruptState> {
     let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
-    let sig_ok = verify_signatures(txs);
+    let sig_ok = verify_signatures(txs, &hashes, ctx.verified);
     let mut ov = Overlay::new(state);
     let mut receipts = Vec::with_capacity(txs.len());
     for (i, stx) in txs.iter().enumerate() {
@@ -125,18 +129,23 @@ pub fn next_state_root(prev: &Hash, height: u64, writes: &Writes) -> Hash {
 
 /// Batch-verifies all signatures; falls back to one-by-one only when the batch fails, to find
 /// which transactions are bad.
-fn verify_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
-    if txs.is_empty() {
-        return Vec::new();
+fn verify_signatures(txs: &[SignedTransaction], hashes: &[Hash], verified: Option<&(dyn Fn(&Hash) -> bool + Sync)>) -> Vec<bool> {
+    let todo: Vec<usize> = (0..txs.len()).filter(|&i| !verified.is_some_and(|v| v(&hashes[i]))).collect();
+    let mut ok = vec![true; txs.len()];
+    if todo.is_empty() {
+        return ok;
     }
-    let msgs: Vec<Vec<u8>> = txs.iter().map(|t| t.tx.signing_bytes()).collect();
+    let msgs: Vec<Vec<u8>> = todo.iter().map(|&i| txs[i].tx.signing_bytes()).collect();
     let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
-    let sigs: Vec<_> = txs.iter().map(|t| t.signature).collect();
-    let keys: Vec<_> = txs.iter().map(|t| t.tx.sender).collect();
+    let sigs: Vec<_> = todo.iter().map(|&i| txs[i].signature).collect();
+    let keys: Vec<_> = todo.iter().map(|&i| txs[i].tx.sender).collect();
     if verify_batch(&refs, &sigs, &keys).is_ok() {
-        return vec![true; txs.len()];
+        return ok;
     }
-    txs.iter().zip(&msgs).map(|(t, m)| t.tx.sender.verify(m, &t.signature).is_ok()).collect()
+    for (&i, m) in todo.iter().zip(&msgs) {
+        ok[i] = txs[i].tx.sender.verify(m, &txs[i].signature).is_ok();
+    }
+    ok
 }
 
 /// Checks that do not need the state: signature and chain id. Used by the mempool too.
@@ -205,7 +214,10 @@ fn apply_tx<S: StateRead + ?Sized>(
     let result = ex.action(&tx.action);
     let events = std::mem::take(&mut ex.events);
     let error = match result {
-        Ok(()) => None,
+        Ok(()) => {
+            ov.commit(checkpoint);
+            None
+        }
         Err(TxError::Corrupt(reason)) => return Err(CorruptState { key: "during apply".into(), reason }),
         Err(e) => {
             ov.rollback(checkpoint);

@@ -31,23 +31,39 @@ pub struct CorruptState {
 pub struct Overlay<'a, S: StateRead + ?Sized> {
     base: &'a S,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Undo log of the open checkpoint: each key's entry in `writes` before its first change.
+    journal: Option<Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>>,
 }
+
+/// A point to roll back to (see [`Overlay::checkpoint`]).
+pub struct Checkpoint(());
 
 pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     pub fn new(base: &'a S) -> Self {
-        Overlay { base, writes: BTreeMap::new() }
+        Overlay { base, writes: BTreeMap::new(), journal: None }
     }
     pub fn into_writes(self) -> Writes {
         self.writes
     }
-    /// Start of a transaction: everything written afterwards can be undone with [`Self::rollback`].
-    pub fn checkpoint(&self) -> Writes {
-        self.writes.clone()
+    /// Start of a transaction: everything written afterwards can be undone with [`Self::rollback`]
+    /// (an undo log, so the cost is proportional to the transaction, not to the block).
+    pub fn checkpoint(&mut self) -> Checkpoint {
+        self.journal = Some(Vec::new());
+        Checkpoint(())
     }
-    pub fn rollback(&mut self, checkpoint: Writes) {
-        self.writes = checkpoint;
+    /// Keeps everything written since the checkpoint.
+    pub fn commit(&mut self, _: Checkpoint) {
+        self.journal = None;
+    }
+    pub fn rollback(&mut self, _: Checkpoint) {
+        for (key, before) in self.journal.take().unwrap_or_default().into_iter().rev() {
+            match before {
+                Some(v) => self.writes.insert(key, v),
+                None => self.writes.remove(&key),
+            };
+        }
     }
     pub fn raw_get(&self, key: &[u8]) -> Option<Vec<u8>> {
         match self.writes.get(key) {
@@ -56,7 +72,10 @@ impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
         }
     }
     pub fn raw_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.insert(key, Some(value));
+        let before = self.writes.insert(key.clone(), Some(value));
+        if let Some(j) = &mut self.journal {
+            j.push((key, before));
+        }
     }
     pub fn read<T: BorshDeserialize>(&self, key: &[u8]) -> Result<Option<T>, CorruptState> {
         decode(key, self.raw_get(key))
@@ -110,5 +129,28 @@ pub fn decode<T: BorshDeserialize>(key: &[u8], bytes: Option<Vec<u8>>) -> Result
         Some(b) => borsh::from_slice(&b)
             .map(Some)
             .map_err(|e| CorruptState { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollback_restores_exactly_the_writes_before_the_checkpoint() {
+        let base: BTreeMap<Vec<u8>, Vec<u8>> = [(b"k1".to_vec(), b"base".to_vec())].into_iter().collect();
+        let mut ov = Overlay::new(&base);
+        ov.raw_put(b"k1".to_vec(), b"before".to_vec());
+        let cp = ov.checkpoint();
+        ov.raw_put(b"k1".to_vec(), b"during".to_vec());
+        ov.raw_put(b"k2".to_vec(), b"new".to_vec());
+        ov.raw_put(b"k1".to_vec(), b"again".to_vec());
+        ov.rollback(cp);
+        assert_eq!(ov.raw_get(b"k1"), Some(b"before".to_vec()));
+        assert_eq!(ov.raw_get(b"k2"), None);
+        let cp = ov.checkpoint();
+        ov.raw_put(b"k2".to_vec(), b"kept".to_vec());
+        ov.commit(cp);
+        assert_eq!(ov.into_writes().get(b"k2".as_slice()), Some(&Some(b"kept".to_vec())));
     }
 }

@@ -58,7 +58,7 @@ impl Ledger {
 
     fn block(&mut self, txs: &[SignedTransaction]) -> Vec<TxReceipt> {
         self.height += 1;
-        let ctx = BlockContext { height: self.height, time_ms: self.height * 100, proposer: self.proposer.public(), params: &self.params };
+        let ctx = BlockContext { height: self.height, time_ms: self.height * 100, proposer: self.proposer.public(), params: &self.params, verified: None };
         let out = apply_block(&self.state, &ctx, txs).unwrap();
         for (k, v) in out.writes {
             match v {
@@ -384,7 +384,7 @@ fn same_block_gives_same_roots_everywhere() {
     let c = a.customer.clone();
     let x = a.stranger.clone();
     let txs: Vec<_> = (0..5).map(|_| a.l.sign(&c, Action::Transfer { to: x.address(), amount: ait(1) })).collect();
-    let ctx = BlockContext { height: 1, time_ms: 1, proposer: a.l.proposer.public(), params: &a.l.params };
+    let ctx = BlockContext { height: 1, time_ms: 1, proposer: a.l.proposer.public(), params: &a.l.params, verified: None };
     let o1 = apply_block(&a.l.state, &ctx, &txs).unwrap();
     let o2 = apply_block(&a.l.state, &ctx, &txs).unwrap();
     assert_eq!(o1.state_root, o2.state_root);

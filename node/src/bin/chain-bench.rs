@@ -1,0 +1,327 @@
+//! Chain benchmark: the ed25519 crypto bound on this machine, and committed transfers per second
+//! with submission-to-finality latency on 1 and 4 validator processes at increasing offered rates.
+//!
+//! ```text
+//! cargo build --release -p aitbc-node --bins
+//! target/release/chain-bench --validators 1,4 --rates 1000,2000,4000,8000 --duration 8
+//! ```
+
+use aitbc_protocol::client::ChainClient;
+use aitbc_protocol::crypto::verify_batch;
+use aitbc_protocol::tx::{Action, SignedTransaction, Transaction};
+use aitbc_protocol::{Amount, Hash, Keypair};
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Semaphore};
+use tokio_stream::StreamExt;
+
+#[derive(Parser, Debug)]
+#[command(about = "Measure the crypto bound and committed tx/s, p50/p99 finality on local validators")]
+struct Args {
+    /// Validator counts to run, e.g. 1,4.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    validators: Vec<usize>,
+    /// Offered rates in transactions per second.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000,4000,8000")]
+    rates: Vec<u64>,
+    /// Seconds of load per rate.
+    #[arg(long, default_value_t = 8)]
+    duration: u64,
+    #[arg(long, default_value_t = 100)]
+    block_time_ms: u64,
+    /// Sending accounts (each signs consecutive nonces).
+    #[arg(long, default_value_t = 256)]
+    senders: usize,
+    /// Only measure the crypto bound.
+    #[arg(long)]
+    crypto_only: bool,
+    /// aitbc-node binary (default: next to this binary).
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+}
+
+fn signed_transfers(n: usize) -> Vec<SignedTransaction> {
+    let k = Keypair::generate();
+    (0..n)
+        .map(|i| {
+            Transaction {
+                chain_id: "bench".into(),
+                sender: k.public(),
+                nonce: i as u64,
+                fee: Amount(1000),
+                action: Action::Transfer { to: Keypair::generate().address(), amount: Amount(1) },
+            }
+            .sign(&k)
+        })
+        .collect()
+}
+
+/// Signatures verified per second on one core: (single, batched in blocks of 512).
+fn crypto_bound() -> (f64, f64) {
+    let txs = signed_transfers(8192);
+    let msgs: Vec<Vec<u8>> = txs.iter().map(|t| t.tx.signing_bytes()).collect();
+    let start = Instant::now();
+    for (t, m) in txs.iter().zip(&msgs) {
+        t.tx.sender.verify(m, &t.signature).expect("valid signature");
+    }
+    let single = txs.len() as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for chunk in (0..txs.len()).collect::<Vec<_>>().chunks(512) {
+        let m: Vec<&[u8]> = chunk.iter().map(|&i| msgs[i].as_slice()).collect();
+        let s: Vec<_> = chunk.iter().map(|&i| txs[i].signature).collect();
+        let k: Vec<_> = chunk.iter().map(|&i| txs[i].tx.sender).collect();
+        verify_batch(&m, &s, &k).expect("valid batch");
+    }
+    let batch = txs.len() as f64 / start.elapsed().as_secs_f64();
+    (single, batch)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Net {
+    _dir: tempfile::TempDir,
+    children: Vec<Child>,
+    endpoints: Vec<String>,
+    ops: Keypair,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_net(bin: &Path, validators: usize, block_time_ms: u64) -> Result<Net> {
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(bin)
+        .args(["init", "--dir"])
+        .arg(dir.path())
+        .args(["--validators", &validators.to_string(), "--chain-id", "bench", "--block-time-ms", &block_time_ms.to_string()])
+        .args(["--min-fee", "0.001"])
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("init failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let ports: Vec<(u16, u16, u16)> = (0..validators).map(|_| Ok((free_port()?, free_port()?, free_port()?))).collect::<Result<_>>()?;
+    let mut children = Vec::new();
+    for i in 0..validators {
+        let peers: Vec<String> = (0..validators).filter(|j| *j != i).map(|j| format!("127.0.0.1:{}", ports[j].1)).collect();
+        let log = std::fs::File::create(dir.path().join(format!("node-{i}.log")))?;
+        children.push(
+            Command::new(bin)
+                .arg("run")
+                .arg("--genesis")
+                .arg(dir.path().join("genesis.json"))
+                .arg("--key-file")
+                .arg(dir.path().join(format!("validator-{i}.key")))
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("node-{i}")))
+                .args(["--rpc-listen", &format!("127.0.0.1:{}", ports[i].0)])
+                .args(["--p2p-listen", &format!("127.0.0.1:{}", ports[i].1)])
+                .args(["--http-listen", &format!("127.0.0.1:{}", ports[i].2)])
+                .args(["--peer", &peers.join(",")])
+                .args(["--mempool-capacity", "400000"])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        );
+    }
+    let key = std::fs::read_to_string(dir.path().join("genesis-ops.key"))?;
+    let ops = Keypair::from_secret_hex(key.trim())?;
+    let endpoints = ports.iter().map(|p| format!("http://127.0.0.1:{}", p.0)).collect();
+    Ok(Net { _dir: dir, children, endpoints, ops })
+}
+
+async fn connect_ready(endpoint: &str) -> Result<ChainClient> {
+    let start = Instant::now();
+    loop {
+        if let Ok(c) = ChainClient::connect(endpoint).await {
+            if let Ok(s) = c.status().await {
+                if !s.block_hash.is_empty() {
+                    return Ok(c);
+                }
+            }
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("node at {endpoint} did not start committing blocks");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct RunResult {
+    offered: u64,
+    submitted: usize,
+    committed: usize,
+    tps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Funds `senders` accounts from genesis-ops and returns them with their next nonces.
+async fn fund(c: &ChainClient, ops: &Keypair, senders: usize, chain_id: &str) -> Result<Vec<Keypair>> {
+    let keys: Vec<Keypair> = (0..senders).map(|_| Keypair::generate()).collect();
+    let base = c.account(&ops.address()).await?.pending_nonce;
+    let mut last = Hash::ZERO;
+    for (i, k) in keys.iter().enumerate() {
+        let stx = Transaction {
+            chain_id: chain_id.into(),
+            sender: ops.public(),
+            nonce: base + i as u64,
+            fee: "0.001".parse()?,
+            action: Action::Transfer { to: k.address(), amount: "1000".parse()? },
+        }
+        .sign(ops);
+        last = c.submit(&stx).await?;
+    }
+    c.wait(&last, Duration::from_secs(60)).await?;
+    Ok(keys)
+}
+
+async fn run_rate(clients: &[ChainClient], keys: &[Keypair], nonces: &mut [u64], chain_id: &str, rate: u64, secs: u64) -> Result<RunResult> {
+    let total = (rate * secs) as usize;
+    // Pre-sign everything so that signing does not count against the node.
+    let mut txs = Vec::with_capacity(total);
+    for i in 0..total {
+        let s = i % keys.len();
+        let stx = Transaction {
+            chain_id: chain_id.into(),
+            sender: keys[s].public(),
+            nonce: nonces[s],
+            fee: "0.001".parse()?,
+            action: Action::Transfer { to: keys[(s + 1) % keys.len()].address(), amount: Amount(1) },
+        }
+        .sign(&keys[s]);
+        nonces[s] += 1;
+        txs.push((stx.hash(), stx));
+    }
+    let submitted_at: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let committed_at: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let from = clients[0].status().await?.height + 1;
+    let mut stream = clients[0].subscribe(from).await?;
+    let ca = committed_at.clone();
+    let watcher = tokio::spawn(async move {
+        while let Some(Ok(b)) = stream.next().await {
+            let now = Instant::now();
+            if let Some(block) = b.block {
+                let mut m = ca.lock().await;
+                for h in block.tx_hashes {
+                    if let Ok(h) = h.parse::<Hash>() {
+                        m.insert(h, now);
+                    }
+                }
+            }
+        }
+    });
+    let sem = Arc::new(Semaphore::new(512));
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut handles = Vec::new();
+    for (i, (hash, stx)) in txs.into_iter().enumerate() {
+        let due = start + interval * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let permit = sem.clone().acquire_owned().await?;
+        let c = clients[i % clients.len()].clone();
+        let sa = submitted_at.clone();
+        handles.push(tokio::spawn(async move {
+            sa.lock().await.insert(hash, Instant::now());
+            let ok = c.submit(&stx).await.is_ok();
+            drop(permit);
+            ok
+        }));
+    }
+    let mut submitted = 0;
+    for h in handles {
+        if h.await.unwrap_or(false) {
+            submitted += 1;
+        }
+    }
+    // Drain: wait until everything submitted is committed, or nothing new commits for 5 s.
+    let mut last_count = 0;
+    let mut last_change = Instant::now();
+    loop {
+        let n = committed_at.lock().await.len();
+        if n >= submitted || last_change.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        if n != last_count {
+            last_count = n;
+            last_change = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watcher.abort();
+    let sub = submitted_at.lock().await;
+    let com = committed_at.lock().await;
+    let mut lat: Vec<f64> = sub.iter().filter_map(|(h, t)| com.get(h).map(|c| c.duration_since(*t).as_secs_f64() * 1000.0)).collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let last_commit = com.values().max().copied().unwrap_or(start);
+    let committed = lat.len();
+    let tps = committed as f64 / last_commit.duration_since(start).as_secs_f64().max(1e-9);
+    Ok(RunResult { offered: rate, submitted, committed, tps, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99) })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let (single, batch) = crypto_bound();
+    println!("crypto: ed25519 verify on one core: {single:.0} sig/s single, {batch:.0} sig/s batched (512)");
+    if args.crypto_only {
+        return Ok(());
+    }
+    let bin = match &args.node_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("aitbc-node"),
+    };
+    if !bin.exists() {
+        bail!("{} not found; run `cargo build --release -p aitbc-node --bins` first", bin.display());
+    }
+    for &v in &args.validators {
+        let net = start_net(&bin, v, args.block_time_ms)?;
+        let mut clients = Vec::new();
+        for e in &net.endpoints {
+            clients.push(connect_ready(e).await?);
+        }
+        let chain_id = clients[0].status().await?.chain_id;
+        let keys = fund(&clients[0], &net.ops, args.senders, &chain_id).await?;
+        let mut nonces = vec![0u64; keys.len()];
+        let bound = if v == 1 { batch } else { 2.0 * batch / v as f64 };
+        println!();
+        println!("validators: {v}  block time: {} ms  crypto bound: {bound:.0} tx/s ({})", args.block_time_ms,
+            if v == 1 { "1 core x batch rate" } else { "2 cores x batch rate / validators" });
+        println!("{:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9}", "offered", "submitted", "committed", "tx/s", "of bound", "p50 ms", "p99 ms");
+        for &rate in &args.rates {
+            let r = run_rate(&clients, &keys, &mut nonces, &chain_id, rate, args.duration).await?;
+            println!(
+                "{:>9} {:>9} {:>9} {:>11.0} {:>8.1}% {:>9.1} {:>9.1}",
+                r.offered, r.submitted, r.committed, r.tps, 100.0 * r.tps / bound, r.p50_ms, r.p99_ms
+            );
+            // Resync nonces with the chain (rejected submissions leave gaps).
+            for (k, n) in keys.iter().zip(nonces.iter_mut()) {
+                *n = clients[0].account(&k.address()).await?.pending_nonce;
+            }
+        }
+    }
+    Ok(())
+}
