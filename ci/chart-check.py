@@ -1,0 +1,671 @@
+#!/usr/bin/env python3
+"""Static checks of the aitbc Helm chart, with no cluster.
+
+Run by `make chart-check` (which builds a venv from ci/requirements.txt):
+
+  1. versions: Chart.yaml version/appVersion equal the Cargo workspace version;
+  2. Helm's own engine (helm-python-sdk, Helm's Go SDK through a C ABI: no helm binary)
+     renders the chart with the default values and each profile in charts/aitbc/ci/*-values.yaml,
+     and Helm's lint reports no error for each;
+  3. values.schema.json rejects bad values (unknown key, bad enum, negative count);
+  4. every rendered manifest validates against the Kubernetes OpenAPI schemas of
+     $AITBC_K8S_VERSION (default 1.34.0) in strict mode (unknown fields are errors) with
+     kubernetes-validate; aitbc.io resources validate against the generated CRDs;
+  5. every document of examples/*.yaml validates against the generated CRD schemas in
+     charts/aitbc/crds/ (or the Kubernetes schemas for core kinds); missing CRDs FAIL;
+  6. RBAC review: the rendered ClusterRole/Role grant nothing beyond ci/rbac-allowed.yaml
+     (a built-in self-test first proves the review rejects a too-broad role);
+  7. security defaults of every container, and the gpu-agent contract (ports, labels,
+     simulated vs real GPUs).
+
+Exit status 0 only when every check passed; a summary is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+CHART = os.path.join(ROOT, "charts", "aitbc")
+CRD_DIR = os.path.join(CHART, "crds")
+EXAMPLES = os.path.join(ROOT, "examples")
+ALLOWED_RBAC = os.path.join(ROOT, "ci", "rbac-allowed.yaml")
+K8S_VERSION = os.environ.get("AITBC_K8S_VERSION", "1.34.0")
+RELEASE = "aitbc"
+NAMESPACE = "aitbc-system"
+EXPECTED_KINDS = {"Node", "Wallet", "ServiceListing", "Bid", "AIJob"}
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Report:
+    passed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def ok(self, name: str) -> None:
+        self.passed.append(name)
+        print(f"  PASS {name}")
+
+    def fail(self, name: str, why: str) -> None:
+        self.failed.append((name, why))
+        print(f"  FAIL {name}: {why}")
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  NOTE {text}")
+
+    def check(self, name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except CheckError as e:
+            self.fail(name, str(e))
+        except Exception as e:  # a crash in a check is a failure, never a pass
+            self.fail(name, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        else:
+            self.ok(name)
+
+
+class CheckError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# RBAC review (pure: tested by ci/test_chart_check.py)
+
+ESCALATION_VERBS = {"escalate", "bind", "impersonate", "*"}
+
+
+def allowed_triples(rules: Iterable[dict]) -> set[tuple[str, str, str]]:
+    out = set()
+    for r in rules:
+        for g in r.get("apiGroups", []):
+            for res in r.get("resources", []):
+                for v in r.get("verbs", []):
+                    out.add((g, res, v))
+    return out
+
+
+def rbac_violations(role: dict, allowed: set[tuple[str, str, str]]) -> list[str]:
+    """Everything `role` (a rendered Role or ClusterRole) grants beyond `allowed`."""
+    problems = []
+    name = f"{role.get('kind')}/{role.get('metadata', {}).get('name')}"
+    if role.get("aggregationRule"):
+        problems.append(f"{name}: aggregationRule pulls in other roles' rules")
+    for i, rule in enumerate(role.get("rules") or []):
+        where = f"{name} rule {i}"
+        if rule.get("nonResourceURLs"):
+            problems.append(f"{where}: nonResourceURLs {rule['nonResourceURLs']} not declared")
+        groups = rule.get("apiGroups") or []
+        resources = rule.get("resources") or []
+        verbs = rule.get("verbs") or []
+        if not verbs:
+            problems.append(f"{where}: no verbs")
+        if (groups or resources) and not (groups and resources):
+            problems.append(f"{where}: apiGroups and resources must both be given")
+        for g in groups:
+            for res in resources:
+                for v in verbs:
+                    if "*" in (g, res, v) or (g, res, v) not in allowed:
+                        problems.append(f"{where}: grants {v} on {res or '-'} in group {g or 'core'!r} (not declared)")
+    return problems
+
+
+def review_rbac(manifests: list[dict], allowed_doc: dict) -> list[str]:
+    """Rendered ClusterRoles against allowed_doc['clusterRole'], Roles against
+    clusterRole+role, bindings only to the chart's own roles."""
+    cluster_allowed = allowed_triples(allowed_doc.get("clusterRole", []))
+    ns_allowed = cluster_allowed | allowed_triples(allowed_doc.get("role", []))
+    problems = []
+    roles = {(m["kind"], m["metadata"]["name"]) for m in manifests if m.get("kind") in ("Role", "ClusterRole")}
+    if not any(k == "ClusterRole" for k, _ in roles):
+        problems.append("no ClusterRole rendered for the operator")
+    for m in manifests:
+        kind = m.get("kind")
+        if kind == "ClusterRole":
+            problems += rbac_violations(m, cluster_allowed)
+        elif kind == "Role":
+            problems += rbac_violations(m, ns_allowed)
+        elif kind in ("ClusterRoleBinding", "RoleBinding"):
+            ref = m.get("roleRef", {})
+            if (ref.get("kind"), ref.get("name")) not in roles:
+                problems.append(f"{kind}/{m['metadata']['name']} binds {ref.get('kind')}/{ref.get('name')}, not a role of this chart")
+            if kind == "RoleBinding" and ref.get("kind") == "ClusterRole":
+                problems.append(f"RoleBinding/{m['metadata']['name']} binds a ClusterRole")
+    return problems
+
+
+TOO_BROAD_ROLES = [
+    # each must be rejected: proves the review can fail
+    {"kind": "ClusterRole", "metadata": {"name": "wild"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]},
+    {"kind": "ClusterRole", "metadata": {"name": "pods-delete"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "delete"]}]},
+    {"kind": "ClusterRole", "metadata": {"name": "nodes-core"}, "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]},
+    {"kind": "ClusterRole", "metadata": {"name": "urls"}, "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]},
+    {"kind": "ClusterRole", "metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": [{}]}, "rules": []},
+    {"kind": "ClusterRole", "metadata": {"name": "leases-cluster"}, "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}]},
+    {"kind": "ClusterRole", "metadata": {"name": "bind"}, "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind", "escalate"]}]},
+]
+
+
+def rbac_self_test(allowed_doc: dict) -> None:
+    cluster_allowed = allowed_triples(allowed_doc["clusterRole"])
+    for role in TOO_BROAD_ROLES:
+        if not rbac_violations(role, cluster_allowed):
+            raise CheckError(f"the RBAC review accepted the too-broad role {role['metadata']['name']}")
+    exact = {"kind": "ClusterRole", "metadata": {"name": "exact"}, "rules": allowed_doc["clusterRole"]}
+    if rbac_violations(exact, cluster_allowed):
+        raise CheckError("the RBAC review rejected the declared list itself")
+
+
+# --------------------------------------------------------------------------------------------
+# CRD schemas (OpenAPI v3 structural schema -> JSON Schema, strict like kubectl's field validation)
+
+
+def crd_schema_to_jsonschema(s: Any) -> Any:
+    if isinstance(s, list):
+        return [crd_schema_to_jsonschema(x) for x in s]
+    if not isinstance(s, dict):
+        return s
+    out = {}
+    for k, v in s.items():
+        if k in ("properties", "patternProperties"):
+            out[k] = {pk: crd_schema_to_jsonschema(pv) for pk, pv in v.items()}
+        elif k in ("items", "additionalProperties", "not"):
+            out[k] = crd_schema_to_jsonschema(v) if isinstance(v, (dict, list)) else v
+        elif k in ("allOf", "anyOf", "oneOf"):
+            out[k] = [crd_schema_to_jsonschema(x) for x in v]
+        elif k.startswith("x-kubernetes-") or k in ("nullable", "format", "description", "example", "default"):
+            continue
+        else:
+            out[k] = v
+    if s.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+    if s.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"] if isinstance(out["type"], str) else list(out["type"]) + ["null"]
+    is_object = out.get("type") == "object" or (isinstance(out.get("type"), list) and "object" in out["type"])
+    if s.get("x-kubernetes-embedded-resource"):
+        props = out.setdefault("properties", {})
+        for key in ("apiVersion", "kind"):
+            props.setdefault(key, {"type": "string"})
+        props.setdefault("metadata", {"type": "object"})
+    if is_object and "properties" in out and "additionalProperties" not in out and not s.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+METADATA_SCHEMA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
+        "namespace": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "finalizers": {"type": "array", "items": {"type": "string"}},
+        "generateName": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+
+
+def load_crds(crd_dir: str = CRD_DIR) -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> JSON Schema of the whole object. Raises CheckError when absent."""
+    files = sorted(glob.glob(os.path.join(crd_dir, "*.yaml")) + glob.glob(os.path.join(crd_dir, "*.yml")))
+    if not files:
+        raise CheckError(f"no CRD files in {os.path.relpath(crd_dir, ROOT)} (the operator's crdgen writes them): "
+                         "examples cannot be validated, which is a failure, not a skip")
+    out = {}
+    for f in files:
+        for doc in yaml.safe_load_all(open(f)):
+            if not doc:
+                continue
+            if doc.get("kind") != "CustomResourceDefinition":
+                raise CheckError(f"{f}: not a CustomResourceDefinition: {doc.get('kind')}")
+            spec = doc["spec"]
+            group, kind = spec["group"], spec["names"]["kind"]
+            for v in spec["versions"]:
+                if not v.get("served", False):
+                    continue
+                schema = v.get("schema", {}).get("openAPIV3Schema")
+                if not schema:
+                    raise CheckError(f"{f}: {kind} {v['name']} has no openAPIV3Schema")
+                js = crd_schema_to_jsonschema(schema)
+                js.setdefault("properties", {})
+                js["properties"]["apiVersion"] = {"const": f"{group}/{v['name']}"}
+                js["properties"]["kind"] = {"const": kind}
+                js["properties"]["metadata"] = METADATA_SCHEMA
+                js["additionalProperties"] = False
+                js.setdefault("required", [])
+                js["required"] = sorted(set(js["required"]) | {"apiVersion", "kind", "metadata"})
+                out[(f"{group}/{v['name']}", kind)] = js
+    return out
+
+
+def validate_custom(obj: dict, crds: dict[tuple[str, str], dict]) -> list[str]:
+    import jsonschema
+
+    key = (obj.get("apiVersion"), obj.get("kind"))
+    schema = crds.get(key)
+    if schema is None:
+        return [f"no CRD serves {key[1]} in {key[0]}"]
+    v = jsonschema.Draft202012Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in sorted(v.iter_errors(obj), key=str)]
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes schemas
+
+
+def validate_k8s(obj: dict, version: str = K8S_VERSION) -> list[str]:
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"]
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [e.message]
+    return []
+
+
+SERVICEMONITOR_REQUIRED = ("selector", "endpoints")
+
+
+def validate_servicemonitor(obj: dict) -> list[str]:
+    """prometheus-operator's CRD is not vendored: check its required shape by hand."""
+    spec = obj.get("spec") or {}
+    errs = [f"spec.{k} missing" for k in SERVICEMONITOR_REQUIRED if k not in spec]
+    for i, ep in enumerate(spec.get("endpoints") or []):
+        if not ep.get("port"):
+            errs.append(f"spec.endpoints[{i}].port missing")
+    return errs
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+
+
+def render(values: dict) -> list[dict]:
+    import helm_python as helm
+
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for d in yaml.safe_load_all(text):
+            if d:
+                d.setdefault("metadata", {}).setdefault("annotations", {})
+                d["metadata"]["annotations"].setdefault("chart-check/source", path)
+                docs.append(d)
+    return docs
+
+
+def strip_source(obj: dict) -> dict:
+    o = copy.deepcopy(obj)
+    ann = o.get("metadata", {}).get("annotations", {})
+    ann.pop("chart-check/source", None)
+    if not ann:
+        o["metadata"].pop("annotations", None)
+    return o
+
+
+def notes(values: dict) -> str:
+    import helm_python as helm
+
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return next((v for k, v in out.items() if k.endswith("NOTES.txt")), "")
+
+
+def pod_spec(obj: dict) -> dict | None:
+    if obj.get("kind") in ("Deployment", "DaemonSet", "StatefulSet", "Job", "ReplicaSet"):
+        return obj["spec"]["template"]["spec"]
+    if obj.get("kind") == "Pod":
+        return obj["spec"]
+    return None
+
+
+ROOT_EXCEPTIONS = {"state-dir-owner"}  # documented: chowns the agent's hostPath, CAP_CHOWN only
+
+
+def security_problems(obj: dict) -> list[str]:
+    ps = pod_spec(obj)
+    if ps is None:
+        return []
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    psc = ps.get("securityContext") or {}
+    errs = []
+    if (psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        errs.append(f"{name}: pod seccompProfile is not RuntimeDefault")
+    if ps.get("hostNetwork") or ps.get("hostPID") or ps.get("hostIPC"):
+        errs.append(f"{name}: uses host namespaces")
+    for c in (ps.get("initContainers") or []) + ps.get("containers", []):
+        sc = c.get("securityContext") or {}
+        cn = f"{name} container {c['name']}"
+        if sc.get("readOnlyRootFilesystem") is not True:
+            errs.append(f"{cn}: readOnlyRootFilesystem is not true")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            errs.append(f"{cn}: allowPrivilegeEscalation is not false")
+        if sc.get("privileged"):
+            errs.append(f"{cn}: privileged")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            errs.append(f"{cn}: capabilities do not drop ALL")
+        added = set(caps.get("add") or [])
+        non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if c["name"] in ROOT_EXCEPTIONS:
+            if added - {"CHOWN"}:
+                errs.append(f"{cn}: adds capabilities beyond CHOWN: {sorted(added)}")
+        else:
+            if added:
+                errs.append(f"{cn}: adds capabilities {sorted(added)}")
+            if non_root is not True:
+                errs.append(f"{cn}: runAsNonRoot is not true")
+        if ((sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")) != "RuntimeDefault":
+            errs.append(f"{cn}: seccompProfile is not RuntimeDefault")
+        res = c.get("resources") or {}
+        for part in ("requests", "limits"):
+            for r in ("cpu", "memory"):
+                if r not in (res.get(part) or {}):
+                    errs.append(f"{cn}: no {part}.{r}")
+    return errs
+
+
+def find(docs: list[dict], kind: str, component: str | None = None) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind and (component is None or d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component)]
+
+
+def agent_contract(docs: list[dict], simulated: bool) -> list[str]:
+    errs = []
+    ds = find(docs, "DaemonSet", "gpu-agent")
+    if len(ds) != 1:
+        return [f"expected one gpu-agent DaemonSet, got {len(ds)}"]
+    ps = ds[0]["spec"]["template"]["spec"]
+    labels = ds[0]["spec"]["template"]["metadata"]["labels"]
+    if labels.get("app.kubernetes.io/component") != "gpu-agent":
+        errs.append("pod label app.kubernetes.io/component=gpu-agent missing")
+    c = next(c for c in ps["containers"] if c["name"] == "gpu-agent")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    if ports != {"grpc": 7070, "metrics": 9102}:
+        errs.append(f"ports are {ports}, want grpc 7070 and metrics 9102")
+    args = c.get("args", [])
+    for flag, want in (("--listen", "0.0.0.0:7070"), ("--metrics-listen", "0.0.0.0:9102"), ("--state-dir", "/var/lib/aitbc-agent")):
+        if flag not in args or args[args.index(flag) + 1] != want:
+            errs.append(f"{flag} {want} missing from args")
+    for flag in ("--chain-id", "--scheduler-key", "--serves"):
+        if flag not in args:
+            errs.append(f"{flag} missing from args")
+    env = {e["name"]: e for e in c.get("env", [])}
+    if env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "spec.nodeName":
+        errs.append("NODE_NAME does not come from the downward API (spec.nodeName)")
+    if ps.get("nodeSelector", {}).get("nvidia.com/gpu.present") != "true":
+        errs.append("nodeSelector nvidia.com/gpu.present=true missing")
+    if not any(t.get("key") == "nvidia.com/gpu" and t.get("effect") == "NoSchedule" for t in ps.get("tolerations", [])):
+        errs.append("toleration for nvidia.com/gpu NoSchedule missing")
+    gpu_req = (c.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu")
+    if simulated:
+        if gpu_req is not None:
+            errs.append("simulated agents must not request nvidia.com/gpu")
+        for flag in ("--no-nvml", "--simulate-gpus", "--simulated-gpu-memory-mib"):
+            if flag not in args:
+                errs.append(f"simulated agents need {flag}")
+    else:
+        if not gpu_req:
+            errs.append("real-GPU agents must request nvidia.com/gpu")
+        if "--no-nvml" in args:
+            errs.append("real-GPU agents must not pass --no-nvml")
+    return errs
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def cargo_version() -> str:
+    text = open(os.path.join(ROOT, "Cargo.toml")).read()
+    m = re.search(r"^\[workspace\.package\][^\[]*?^version\s*=\s*\"([^\"]+)\"", text, re.M | re.S)
+    if not m:
+        raise CheckError("no [workspace.package] version in Cargo.toml")
+    return m.group(1)
+
+
+def profiles() -> list[tuple[str, dict]]:
+    out = [("default", {})]
+    for f in sorted(glob.glob(os.path.join(CHART, "ci", "*-values.yaml"))):
+        out.append((os.path.basename(f), yaml.safe_load(open(f)) or {}))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--k8s-version", default=K8S_VERSION)
+    args = ap.parse_args(argv)
+    rep = Report()
+
+    import helm_python as helm
+    import kubernetes_validate
+
+    print(f"chart-check: Helm SDK {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__}), "
+          f"Kubernetes schemas {args.k8s_version} (kubernetes-validate {kubernetes_validate.__version__}, strict)")
+
+    print("[versions]")
+
+    def versions() -> None:
+        chart = yaml.safe_load(open(os.path.join(CHART, "Chart.yaml")))
+        cv = cargo_version()
+        if str(chart["version"]) != cv or str(chart["appVersion"]) != cv:
+            raise CheckError(f"Chart.yaml version {chart['version']} / appVersion {chart['appVersion']} != Cargo workspace version {cv}")
+
+    rep.check("Chart.yaml version == appVersion == Cargo workspace version", versions)
+
+    allowed_doc = yaml.safe_load(open(ALLOWED_RBAC))
+    print("[rbac self-test]")
+    rep.check("RBAC review rejects too-broad roles and accepts the declared list", lambda: rbac_self_test(allowed_doc))
+
+    crds: dict = {}
+    print("[crds]")
+
+    def crd_load() -> None:
+        crds.update(load_crds())
+        kinds = {k for _, k in crds}
+        missing = EXPECTED_KINDS - kinds
+        if missing:
+            raise CheckError(f"CRDs missing for {sorted(missing)}")
+        for av, kind in sorted(crds):
+            if not av.startswith("aitbc.io/"):
+                raise CheckError(f"unexpected CRD group: {av} {kind}")
+
+    rep.check(f"generated CRDs in charts/aitbc/crds serve {sorted(EXPECTED_KINDS)}", crd_load)
+
+    def crds_valid_k8s() -> None:
+        errs = []
+        for f in sorted(glob.glob(os.path.join(CRD_DIR, "*.y*ml"))):
+            for d in yaml.safe_load_all(open(f)):
+                if d:
+                    errs += [f"{os.path.basename(f)}: {e}" for e in validate_k8s(d, args.k8s_version)]
+        if errs:
+            raise CheckError("; ".join(errs))
+
+    if crds:
+        rep.check("CRD manifests are valid CustomResourceDefinitions", crds_valid_k8s)
+
+    print("[schema negative tests]")
+    bad_values = [
+        ("unknown top-level key", {"operatr": {}}),
+        ("unknown nested key", {"gpuAgent": {"simulated": {"enabled": True, "gpu": 2}}}),
+        ("bad enum", {"image": {"pullPolicy": "Sometimes"}}),
+        ("negative minimum", {"chain": {"create": True, "validators": 0}}),
+        ("wrong type", {"gpuAgent": {"gpuRequest": "all"}}),
+        ("bad hex key", {"scheduler": {"publicKey": "not-hex"}}),
+    ]
+    for what, vals in bad_values:
+        def reject(vals: dict = vals) -> None:
+            try:
+                render(vals)
+            except helm.HelmError:
+                return
+            raise CheckError(f"values.schema.json accepted {vals}")
+
+        rep.check(f"values.schema.json rejects {what}", reject)
+
+    def fail_guard() -> None:
+        try:
+            render({"operator": {"replicas": 2, "leaderElection": False}})
+        except helm.HelmError:
+            return
+        raise CheckError("replicas=2 without leader election rendered")
+
+    rep.check("template refuses operator.replicas>1 without leader election", fail_guard)
+
+    for pname, vals in profiles():
+        print(f"[profile {pname}]")
+        docs: list[dict] = []
+
+        def do_render(vals: dict = vals) -> None:
+            docs.extend(render(vals))
+            if not docs:
+                raise CheckError("rendered nothing")
+
+        rep.check(f"{pname}: helm render", do_render)
+        if not docs:
+            continue
+
+        def lint(vals: dict = vals) -> None:
+            res = helm.lint(CHART, vals, namespace=NAMESPACE, kube_version=f"v{args.k8s_version}")
+            errs = [m for m in res.get("messages", []) if m.get("severity", 0) >= 3] + res.get("errors", [])
+            if errs:
+                raise CheckError(f"helm lint errors: {errs}")
+            for m in res.get("messages", []):
+                if m.get("severity") == 2:
+                    rep.note(f"{pname}: helm lint warning: {m}")
+
+        rep.check(f"{pname}: helm lint (no errors)", lint)
+
+        def k8s_schemas(docs: list[dict] = docs) -> None:
+            errs = []
+            for d in docs:
+                obj = strip_source(d)
+                ident = f"{d['kind']}/{d['metadata']['name']}"
+                if d["apiVersion"].startswith("aitbc.io/"):
+                    if not crds:
+                        errs.append(f"{ident}: no CRDs to validate against")
+                    else:
+                        errs += [f"{ident}: {e}" for e in validate_custom(obj, crds)]
+                elif d["apiVersion"].startswith("monitoring.coreos.com/"):
+                    errs += [f"{ident}: {e}" for e in validate_servicemonitor(obj)]
+                else:
+                    errs += [f"{ident}: {e}" for e in validate_k8s(obj, args.k8s_version)]
+            if errs:
+                raise CheckError("; ".join(errs))
+
+        kinds = sorted({d["kind"] for d in docs})
+        if any(d["apiVersion"].startswith("monitoring.coreos.com/") for d in docs):
+            rep.note(f"{pname}: ServiceMonitor checked for its required fields only (prometheus-operator CRD not vendored)")
+        rep.check(f"{pname}: {len(docs)} manifests valid ({', '.join(kinds)})", k8s_schemas)
+
+        def rbac(docs: list[dict] = docs) -> None:
+            problems = review_rbac([strip_source(d) for d in docs], allowed_doc)
+            if problems:
+                raise CheckError("; ".join(problems))
+
+        if vals.get("operator", {}).get("enabled", True):
+            rep.check(f"{pname}: RBAC grants nothing beyond ci/rbac-allowed.yaml", rbac)
+
+        def security(docs: list[dict] = docs) -> None:
+            errs = [e for d in docs for e in security_problems(d)]
+            if errs:
+                raise CheckError("; ".join(errs))
+
+        rep.check(f"{pname}: security defaults of every container", security)
+
+        def namespaced(docs: list[dict] = docs) -> None:
+            cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+            errs = [f"{d['kind']}/{d['metadata']['name']}" for d in docs
+                    if d["kind"] not in cluster_scoped and d["metadata"].get("namespace") != NAMESPACE]
+            if errs:
+                raise CheckError(f"namespaced objects without the release namespace: {errs}")
+
+        rep.check(f"{pname}: every namespaced object carries the release namespace", namespaced)
+
+        sim = bool(vals.get("gpuAgent", {}).get("simulated", {}).get("enabled", False))
+
+        def agent(docs: list[dict] = docs, sim: bool = sim) -> None:
+            errs = agent_contract(docs, sim)
+            if errs:
+                raise CheckError("; ".join(errs))
+
+        rep.check(f"{pname}: gpu-agent contract ({'simulated' if sim else 'real'} GPUs)", agent)
+
+        def notes_text(vals: dict = vals) -> None:
+            text = notes(vals)
+            for want in ("chainnodes", "aitbc-cli", "examples/", "wallets"):
+                if want not in text:
+                    raise CheckError(f"NOTES.txt does not mention {want!r}")
+
+        rep.check(f"{pname}: NOTES.txt tells what to do next", notes_text)
+
+    print("[examples]")
+    example_files = sorted(glob.glob(os.path.join(EXAMPLES, "*.yaml")) + glob.glob(os.path.join(EXAMPLES, "*.yml")))
+
+    def examples_present() -> None:
+        if not example_files:
+            raise CheckError("no examples/*.yaml to validate")
+
+    rep.check("examples/*.yaml exist", examples_present)
+    seen_kinds: set[str] = set()
+    for f in example_files:
+        def one(f: str = f) -> None:
+            errs = []
+            n = 0
+            for d in yaml.safe_load_all(open(f)):
+                if not d:
+                    continue
+                n += 1
+                ident = f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}"
+                if str(d.get("apiVersion", "")).startswith("aitbc.io/"):
+                    seen_kinds.add(d["kind"])
+                    if not crds:
+                        errs.append(f"{ident}: no CRDs in charts/aitbc/crds to validate against")
+                    else:
+                        errs += [f"{ident}: {e}" for e in validate_custom(d, crds)]
+                else:
+                    errs += [f"{ident}: {e}" for e in validate_k8s(d, args.k8s_version)]
+            if n == 0:
+                errs.append("no documents")
+            if errs:
+                raise CheckError("; ".join(errs))
+
+        rep.check(f"examples/{os.path.basename(f)}", one)
+
+    if example_files:
+        missing = EXPECTED_KINDS - seen_kinds
+        if missing:
+            rep.note(f"examples/ holds no {sorted(missing)} resource")
+    print()
+    print("chart-check summary")
+    print(f"chart-check: {len(rep.passed)} passed, {len(rep.failed)} failed")
+    for name, why in rep.failed:
+        print(f"  FAILED: {name}: {why.splitlines()[0][:2000]}")
+    for n in rep.notes:
+        print(f"  note: {n}")
+    return 1 if rep.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
