@@ -418,6 +418,12 @@ def agent_contract(docs: list[dict], simulated: bool) -> list[str]:
         errs.append("nodeSelector nvidia.com/gpu.present=true missing")
     if not any(t.get("key") == "nvidia.com/gpu" and t.get("effect") == "NoSchedule" for t in ps.get("tolerations", [])):
         errs.append("toleration for nvidia.com/gpu NoSchedule missing")
+    chain_id = args[args.index("--chain-id") + 1] if "--chain-id" in args else None
+    for node in find(docs, "Node"):
+        if node["spec"].get("chainId") != chain_id:
+            errs.append(f"agents sign for chain id {chain_id}, the chain Node is {node['spec'].get('chainId')}")
+    if not chain_id:
+        errs.append("empty --chain-id")
     gpu_req = (c.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu")
     if simulated:
         if gpu_req is not None:
@@ -513,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         ("negative minimum", {"chain": {"create": True, "validators": 0}}),
         ("wrong type", {"gpuAgent": {"gpuRequest": "all"}}),
         ("bad hex key", {"scheduler": {"publicKey": "not-hex"}}),
+        ("bad chain id", {"chainId": "Bad_Chain"}),
     ]
     for what, vals in bad_values:
         def reject(vals: dict = vals) -> None:
@@ -532,6 +539,15 @@ def main(argv: list[str] | None = None) -> int:
         raise CheckError("replicas=2 without leader election rendered")
 
     rep.check("template refuses operator.replicas>1 without leader election", fail_guard)
+
+    def chain_id_guard() -> None:
+        try:
+            render({"chainId": "aitbc-a", "chain": {"create": True, "chainId": "aitbc-b"}})
+        except helm.HelmError:
+            return
+        raise CheckError("agents' chainId differing from the chain's rendered")
+
+    rep.check("template refuses agents signing for another chain id", chain_id_guard)
 
     for pname, vals in profiles():
         print(f"[profile {pname}]")

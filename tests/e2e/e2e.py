@@ -159,7 +159,7 @@ def helm_install() -> None:
 
     values = {
         "image": {"pullPolicy": "Never"},  # kind-loaded images
-        "chainId": "aitbc-" + NS + "-" + CHAIN,  # the Node's default chain id
+        # chainId left empty: the chart derives aitbc-<namespace>-aitbc, the examples' Node's id
         "gpuAgent": {
             "simulated": {"enabled": True, "gpus": 2, "memoryMiB": 81920, "model": "Simulated A100 80GB"},
             "stateDir": {"type": "hostPath"},
@@ -170,6 +170,11 @@ def helm_install() -> None:
         rel = cfg.install(chart, RELEASE, values, namespace=NS, create_namespace=True, timeout=300)
     log(f"installed release {RELEASE}: {rel.get('info', {}).get('status') if isinstance(rel, dict) else rel}")
     kubectl("-n", NS, "rollout", "status", f"deploy/{RELEASE}-operator", "--timeout=300s", timeout=330)
+    ds = kget("daemonset", f"{RELEASE}-gpu-agent")
+    args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    want = f"aitbc-{NS}-{CHAIN}"
+    if args[args.index("--chain-id") + 1] != want:
+        raise Failure(f"agents sign for {args[args.index('--chain-id') + 1]}, the examples' chain is {want}")
     for crd in ["nodes", "wallets", "servicelistings", "bids", "aijobs"]:
         kubectl("get", "crd", f"{crd}.aitbc.io")
 

@@ -62,7 +62,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "aitbc.schedulerSecretName" -}}
-{{- default (printf "%s-scheduler" (include "aitbc.fullname" .)) .Values.scheduler.existingSecret }}
+{{- default (printf "%s-scheduler-key" (include "aitbc.fullname" .)) .Values.scheduler.existingSecret }}
 {{- end }}
 
 {{/* image reference; call with (dict "ctx" $ "repository" "aitbc-operator"). */}}
@@ -91,4 +91,19 @@ runAsGroup: 65532
 fsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
+{{- end }}
+
+{{/*
+The chain id the gpu-agents sign receipts for. chainId when set; else the chart's chain
+(chain.chainId, else the operator's default aitbc-<namespace>-<name>); else the examples'
+Node "aitbc" in the release namespace (aitbc-<namespace>-aitbc).
+*/}}
+{{- define "aitbc.chainId" -}}
+{{- if .Values.chainId }}
+{{- .Values.chainId }}
+{{- else if .Values.chain.create }}
+{{- default (printf "aitbc-%s-%s" .Release.Namespace (include "aitbc.chain.name" .)) .Values.chain.chainId }}
+{{- else }}
+{{- printf "aitbc-%s-aitbc" .Release.Namespace }}
+{{- end }}
 {{- end }}
