@@ -439,6 +439,67 @@ def agent_contract(docs: list[dict], simulated: bool) -> list[str]:
     return errs
 
 
+def lint_errors(chart_dir: str, values: dict, k8s_version: str = K8S_VERSION) -> list:
+    """Helm's lint, strict (warnings count as errors): the findings of severity >= warning."""
+    import helm_python as helm
+
+    res = helm.lint(chart_dir, values, strict=True, namespace=NAMESPACE, kube_version=f"v{k8s_version}")
+    return [m for m in res.get("messages", []) if m.get("severity", 0) >= 2] + list(res.get("errors") or [])
+
+
+# --------------------------------------------------------------------------------------------
+# images: docker/<component>.Dockerfile builds the workspace binary aitbc-<component>
+
+
+DOCKER_DIR = os.path.join(ROOT, "docker")
+
+
+def workspace_bins() -> set[str]:
+    import json
+    import subprocess
+
+    out = subprocess.run(["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise CheckError(f"cargo metadata failed: {out.stderr.strip()[-500:]}")
+    meta = json.loads(out.stdout)
+    return {t["name"] for p in meta["packages"] for t in p["targets"] if "bin" in t["kind"]}
+
+
+def dockerfile_problems(path: str, bins: set[str] | None) -> list[str]:
+    name = os.path.basename(path)
+    component = name[: -len(".Dockerfile")]
+    binary = f"aitbc-{component}"
+    text = open(path).read()
+    errs = []
+    stages = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    if len(stages) < 2:
+        errs.append(f"{name}: not multi-stage")
+    if "ARG RUST_IMAGE=rust:1.95-bookworm" not in text or not stages or stages[0] != "${RUST_IMAGE}":
+        errs.append(f"{name}: builder is not rust:1.95-bookworm")
+    if not re.search(r"apt-get install[^\n]*clang libclang-dev protobuf-compiler", text):
+        errs.append(f"{name}: builder lacks clang, libclang-dev, protobuf-compiler")
+    if "ARG RUNTIME_IMAGE=debian:bookworm-slim" not in text and "distroless/cc" not in text:
+        errs.append(f"{name}: runtime is neither debian:bookworm-slim nor distroless/cc")
+    if not re.search(r"^USER 65532(:65532)?$", text, re.M):
+        errs.append(f"{name}: does not run as user 65532")
+    if f"cargo build --release --locked --bin {binary}" not in text:
+        errs.append(f"{name}: does not build --bin {binary}")
+    final = text.split(f"FROM ${{RUNTIME_IMAGE}}")[-1]
+    copies = re.findall(r"^COPY\s+(.*)$", final, re.M)
+    if not any(f"/out/{binary} /usr/local/bin/{binary}" in c for c in copies):
+        errs.append(f"{name}: runtime stage does not copy the binary")
+    if any("/out/home" not in c and f"/out/{binary}" not in c for c in copies):
+        errs.append(f"{name}: runtime stage copies more than the binary: {copies}")
+    if re.search(r"^RUN\b", final, re.M):
+        errs.append(f"{name}: runtime stage runs commands (only the binary belongs there)")
+    if f'ENTRYPOINT ["/usr/local/bin/{binary}"]' not in text:
+        errs.append(f"{name}: ENTRYPOINT is not the binary")
+    if bins is not None and binary not in bins:
+        errs.append(f"{name}: the workspace has no binary {binary}")
+    return errs
+
+
 # --------------------------------------------------------------------------------------------
 # main
 
@@ -479,6 +540,32 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckError(f"Chart.yaml version {chart['version']} / appVersion {chart['appVersion']} != Cargo workspace version {cv}")
 
     rep.check("Chart.yaml version == appVersion == Cargo workspace version", versions)
+
+    print("[images]")
+    components = ["node", "operator", "gpu-agent", "cli"]
+
+    def dockerfiles() -> None:
+        bins = workspace_bins()
+        errs = []
+        for c in components:
+            path = os.path.join(DOCKER_DIR, f"{c}.Dockerfile")
+            if not os.path.exists(path):
+                errs.append(f"docker/{c}.Dockerfile missing")
+                continue
+            errs += dockerfile_problems(path, bins)
+        if errs:
+            raise CheckError("; ".join(errs))
+
+    rep.check(f"docker/{{{','.join(components)}}}.Dockerfile: multi-stage, rust:1.95-bookworm, non-root 65532, only the workspace binary", dockerfiles)
+
+    def chart_images() -> None:
+        vals = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+        repos = {vals["operator"]["image"]["repository"], vals["gpuAgent"]["image"]["repository"], vals["chain"]["image"]["repository"]}
+        want = {"aitbc-operator", "aitbc-gpu-agent", "aitbc-node"}
+        if repos != want or vals["image"]["registry"] != "ghcr.io/aitbc" or vals["image"]["tag"]:
+            raise CheckError(f"chart images {vals['image']['registry']}/{sorted(repos)}:{vals['image']['tag'] or 'appVersion'} are not what make images tags")
+
+    rep.check("chart image names == make images tags (ghcr.io/aitbc/aitbc-<component>:<version>)", chart_images)
 
     allowed_doc = yaml.safe_load(open(ALLOWED_RBAC))
     print("[rbac self-test]")
@@ -563,15 +650,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
 
         def lint(vals: dict = vals) -> None:
-            res = helm.lint(CHART, vals, namespace=NAMESPACE, kube_version=f"v{args.k8s_version}")
-            errs = [m for m in res.get("messages", []) if m.get("severity", 0) >= 3] + res.get("errors", [])
+            errs = lint_errors(CHART, vals, args.k8s_version)
             if errs:
                 raise CheckError(f"helm lint errors: {errs}")
-            for m in res.get("messages", []):
-                if m.get("severity") == 2:
-                    rep.note(f"{pname}: helm lint warning: {m}")
 
-        rep.check(f"{pname}: helm lint (no errors)", lint)
+        rep.check(f"{pname}: helm lint --strict (no errors, no warnings)", lint)
 
         def k8s_schemas(docs: list[dict] = docs) -> None:
             errs = []

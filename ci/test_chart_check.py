@@ -153,3 +153,27 @@ def test_schema_rejects_typos():
 
     with pytest.raises(helm.HelmError):
         cc.render({"gpuAgent": {"simulatd": {}}})
+
+
+def test_dockerfiles_pass_and_a_bad_one_fails(tmp_path):
+    for c in ["node", "operator", "gpu-agent", "cli"]:
+        assert cc.dockerfile_problems(os.path.join(cc.DOCKER_DIR, f"{c}.Dockerfile"), None) == []
+    good = open(os.path.join(cc.DOCKER_DIR, "node.Dockerfile")).read()
+    bad = tmp_path / "node.Dockerfile"
+    bad.write_text(good.replace("USER 65532:65532", "USER root").replace(
+        "ENV HOME=/home/nonroot", "RUN apt-get update && apt-get install -y curl\nCOPY . /src"))
+    errs = cc.dockerfile_problems(str(bad), {"aitbc-node"})
+    assert any("65532" in e for e in errs)
+    assert any("runs commands" in e for e in errs)
+    assert any("more than the binary" in e for e in errs)
+    assert any("no binary" in e for e in cc.dockerfile_problems(os.path.join(cc.DOCKER_DIR, "node.Dockerfile"), {"other"}))
+
+
+def test_lint_passes_and_can_fail(tmp_path):
+    import shutil
+
+    assert cc.lint_errors(cc.CHART, {}) == []
+    broken = tmp_path / "aitbc"
+    shutil.copytree(cc.CHART, broken)
+    (broken / "templates" / "broken.yaml").write_text("{{ .Values.nope.deeper }}\n")
+    assert cc.lint_errors(str(broken), {})
