@@ -501,6 +501,104 @@ def dockerfile_problems(path: str, bins: set[str] | None) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# the rendered gpu-agent command line, run by the real binary
+
+
+def agent_binary() -> str | None:
+    if os.environ.get("AITBC_GPU_AGENT_BIN"):
+        return os.environ["AITBC_GPU_AGENT_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    for profile in ("debug", "release"):
+        p = os.path.join(target, profile, "aitbc-gpu-agent")
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_rendered_agent(binary: str, docs: list[dict], workdir: str, timeout: float = 30.0) -> list[str]:
+    """Start the agent with the DaemonSet's exact command and args (addresses moved to loopback
+    ports, the state dir to workdir, $(VAR) expanded from the rendered env) and check that it
+    serves /healthz and gRPC. Returns problems."""
+    import subprocess
+    import time
+    import urllib.request
+
+    ds = find(docs, "DaemonSet", "gpu-agent")[0]
+    c = next(c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "gpu-agent")
+    ident = subprocess.run([binary, "identity", "--state-dir", os.path.join(workdir, "scheduler")],
+                           capture_output=True, text=True, timeout=30)
+    m = re.search(r"^agent_key:\s*([0-9a-f]{64})", ident.stdout, re.M)
+    if not m:
+        return [f"cannot make a test key with `{binary} identity`: {ident.stderr[-500:]}"]
+    env = {"PATH": "/usr/bin:/bin", "NODE_NAME": "chart-check-node", "POD_NAMESPACE": NAMESPACE}
+    for e in c.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif e["name"] == "AITBC_SCHEDULER_KEY":
+            env[e["name"]] = m.group(1)  # from the Secret in a cluster
+        elif e["name"] == "AITBC_AGENT_KEY":
+            env[e["name"]] = "11" * 32  # from the Secret in a cluster
+    grpc, metrics = free_port(), free_port()
+    state = os.path.join(workdir, "state")
+    args = []
+    for a in c["args"]:
+        a = re.sub(r"\$\((\w+)\)", lambda mm: env.get(mm.group(1), mm.group(0)), a)
+        a = {"0.0.0.0:7070": f"127.0.0.1:{grpc}", "0.0.0.0:9102": f"127.0.0.1:{metrics}",
+             "/var/lib/aitbc-agent": state}.get(a, a)
+        args.append(a)
+    if "$(" in " ".join(args):
+        return [f"unexpanded variable in args: {args}"]
+    cmd = [binary] + args  # command is ["aitbc-gpu-agent"], the image's binary
+    if c.get("command") != ["aitbc-gpu-agent"]:
+        return [f"container command is {c.get('command')}, not the agent binary"]
+    log = open(os.path.join(workdir, "agent.log"), "w")
+    p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    problems: list[str] = []
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if p.poll() is not None:
+                problems.append(f"agent exited {p.returncode} with the rendered args: {open(log.name).read()[-1500:]}")
+                break
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                problems.append(f"agent did not serve /healthz within {timeout}s: {open(log.name).read()[-1500:]}")
+                break
+            time.sleep(0.2)
+        if not problems:
+            import socket
+
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", grpc)) != 0:
+                    problems.append("agent does not listen on its gRPC port")
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+                if r.status != 200:
+                    problems.append(f"/metrics answered {r.status}")
+    finally:
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log.close()
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
 # main
 
 
@@ -568,6 +666,27 @@ def main(argv: list[str] | None = None) -> int:
     rep.check("chart image names == make images tags (ghcr.io/aitbc/aitbc-<component>:<version>)", chart_images)
 
     allowed_doc = yaml.safe_load(open(ALLOWED_RBAC))
+    def schema_fresh() -> None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("gen_values_schema", os.path.join(ROOT, "ci", "gen-values-schema.py"))
+        gen = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(gen)
+        if open(os.path.join(CHART, "values.schema.json")).read() != gen.TEXT:
+            raise CheckError("charts/aitbc/values.schema.json differs from ci/gen-values-schema.py: run python3 ci/gen-values-schema.py")
+
+    rep.check("values.schema.json is what ci/gen-values-schema.py writes", schema_fresh)
+
+    def schema_covers_values() -> None:
+        import helm_python as helm
+
+        with helm.Chart.load(CHART) as chart:
+            chart.validate_schema(chart.values)
+            for name, vals in profiles():
+                chart.validate_schema(chart.merge_values(vals))
+
+    rep.check("default values and every profile satisfy values.schema.json", schema_covers_values)
+
     print("[rbac self-test]")
     rep.check("RBAC review rejects too-broad roles and accepts the declared list", lambda: rbac_self_test(allowed_doc))
 
@@ -710,6 +829,21 @@ def main(argv: list[str] | None = None) -> int:
                 raise CheckError("; ".join(errs))
 
         rep.check(f"{pname}: gpu-agent contract ({'simulated' if sim else 'real'} GPUs)", agent)
+
+        binary = agent_binary()
+        if binary:
+            def agent_runs(docs: list[dict] = docs, binary: str | None = binary) -> None:
+                import tempfile
+
+                with tempfile.TemporaryDirectory(prefix="chart-check-agent-") as d:
+                    errs = run_rendered_agent(binary, docs, d)
+                if errs:
+                    raise CheckError("; ".join(errs))
+
+            rep.check(f"{pname}: the real aitbc-gpu-agent ({binary}) starts with the rendered command line and serves", agent_runs)
+        else:
+            rep.note(f"{pname}: rendered agent command line NOT run: no aitbc-gpu-agent binary "
+                     "(build it, or set AITBC_GPU_AGENT_BIN / CARGO_TARGET_DIR)")
 
         def notes_text(vals: dict = vals) -> None:
             text = notes(vals)

@@ -177,3 +177,13 @@ def test_lint_passes_and_can_fail(tmp_path):
     shutil.copytree(cc.CHART, broken)
     (broken / "templates" / "broken.yaml").write_text("{{ .Values.nope.deeper }}\n")
     assert cc.lint_errors(str(broken), {})
+
+
+@pytest.mark.skipif(cc.agent_binary() is None, reason="no aitbc-gpu-agent binary (set AITBC_GPU_AGENT_BIN or CARGO_TARGET_DIR)")
+def test_rendered_agent_runs_and_a_bad_flag_fails(tmp_path):
+    docs = cc.render({"gpuAgent": {"simulated": {"enabled": True}}})
+    (tmp_path / "ok").mkdir()
+    assert cc.run_rendered_agent(cc.agent_binary(), docs, str(tmp_path / "ok")) == []
+    bad = cc.render({"gpuAgent": {"simulated": {"enabled": True}, "extraArgs": ["--no-such-flag"]}})
+    (tmp_path / "bad").mkdir()
+    assert cc.run_rendered_agent(cc.agent_binary(), bad, str(tmp_path / "bad"))
