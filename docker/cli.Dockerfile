@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # aitbc-cli, the user's command line (wallet keystore in $AITBC_HOME).
 # Built by `make images` from the repository root:
 #   docker build -f docker/cli.Dockerfile -t ghcr.io/aitbc/aitbc-cli:<workspace version> .

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # GPU agent, one per GPU node (DaemonSet): NVML inventory (libnvidia-ml.so.1 is injected by the NVIDIA container runtime), job runner, signed receipts. bookworm-slim keeps chown, which the chart's state-dir-owner init container uses.
 # Built by `make images` from the repository root:
 #   docker build -f docker/gpu-agent.Dockerfile -t ghcr.io/aitbc/aitbc-gpu-agent:<workspace version> .

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # Chain node: BFT validator or listener (aitbc-node run ...), RocksDB ledger.
 # Built by `make images` from the repository root:
 #   docker build -f docker/node.Dockerfile -t ghcr.io/aitbc/aitbc-node:<workspace version> .

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # Operator: reconcilers for the aitbc.io CRDs and the embedded scheduler (aitbc-operator run).
 # Built by `make images` from the repository root:
 #   docker build -f docker/operator.Dockerfile -t ghcr.io/aitbc/aitbc-operator:<workspace version> .
