@@ -894,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     print("chart-check summary")
     print(f"chart-check: {len(rep.passed)} passed, {len(rep.failed)} failed")
     for name, why in rep.failed:
-        print(f"  FAILED: {name}: {why.splitlines()[0][:2000]}")
+        print(f"  FAILED: {name}: {' '.join(why.split())[:2000]}")
     for n in rep.notes:
         print(f"  note: {n}")
     return 1 if rep.failed else 0

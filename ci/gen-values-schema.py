@@ -106,6 +106,7 @@ schema = {
         "resources": resources,
         "updateStrategy": obj({"maxUnavailable": {"anyOf": [{"type": "integer", "minimum": 1}, S(pattern=r"^[0-9]+%$")]}}),
         "terminationGracePeriodSeconds": {"type": "integer", "minimum": 0},
+        "networkPolicy": obj({"enabled": B, "metricsFrom": {"type": "array", "items": {"type": "object"}}}),
     }, required=["enabled", "image", "simulated", "stateDir", "resources"]),
     "chain": obj({
         "create": B,
