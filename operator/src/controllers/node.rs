@@ -1,0 +1,879 @@
+//! Node: one chain. Validator keys (one Secret per pod, created once), the genesis ConfigMap
+//! (written once), the headless peer Service, the client Service, the StatefulSet of
+//! aitbc-node and a PodDisruptionBudget that keeps a BFT quorum.
+
+use super::{condition, namespace, write_status, Managed};
+use crate::context::{Context, MANAGER};
+use crate::error::{Error, Result};
+use crate::keys::{
+    default_wallet_secret_name, ensure_key_secret, wallet_secret_name, MANAGED_LABEL, MANAGED_VALUE,
+};
+use aitbc_crds::node::{NodeGenesis, DEFAULT_IMAGE};
+use aitbc_crds::{Node, NodeSpec, NodeStatus, Wallet};
+use aitbc_protocol::model::{Allocation, Genesis, GenesisValidator};
+use aitbc_protocol::{Address, Amount, PublicKey};
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ProjectedVolumeSource, ResourceRequirements, Secret, SecretProjection, SecurityContext,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::{Api, Resource, ResourceExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Managed for Node {
+    type Status = NodeStatus;
+    const CONTROLLER: &'static str = "node";
+    fn status_or_default(&self) -> NodeStatus {
+        self.status.clone().unwrap_or_default()
+    }
+    fn conditions(s: &mut NodeStatus) -> &mut Vec<aitbc_crds::Condition> {
+        &mut s.conditions
+    }
+    fn pending(_: &NodeStatus) -> Option<aitbc_crds::PendingTx> {
+        None
+    }
+    fn set_pending(_: &mut NodeStatus, _: Option<aitbc_crds::PendingTx>) {}
+}
+
+pub const RPC_PORT: i32 = 9100;
+pub const P2P_PORT: i32 = 9200;
+pub const HTTP_PORT: i32 = 9300;
+/// Genesis file name in the ConfigMap.
+pub const GENESIS_KEY: &str = "genesis.json";
+
+pub fn replicas(spec: &NodeSpec) -> i32 {
+    spec.replicas
+        .unwrap_or(spec.validators)
+        .max(spec.validators)
+}
+
+/// Faulty validators a chain of `n` tolerates: f = (n-1)/3.
+pub fn fault_tolerance(validators: i32) -> i32 {
+    (validators.max(1) - 1) / 3
+}
+
+/// Validators that must be up for the chain to commit: n - f.
+pub fn quorum(validators: i32) -> i32 {
+    validators - fault_tolerance(validators)
+}
+
+pub fn validator_secret_name(node: &str, i: i32) -> String {
+    format!("{node}-validator-{i}")
+}
+
+pub fn genesis_configmap_name(node: &str) -> String {
+    format!("{node}-genesis")
+}
+
+pub fn peers_service_name(node: &str) -> String {
+    format!("{node}-peers")
+}
+
+pub fn chain_id(node: &Node) -> String {
+    node.spec.chain_id.clone().unwrap_or_else(|| {
+        let mut id = format!(
+            "aitbc-{}-{}",
+            node.namespace().unwrap_or_default(),
+            node.name_any()
+        );
+        id.truncate(63);
+        id.trim_end_matches('-').to_string()
+    })
+}
+
+pub fn image(spec: &NodeSpec) -> String {
+    spec.image
+        .clone()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| DEFAULT_IMAGE.to_string())
+}
+
+pub fn labels(node: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "aitbc-node".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), node.to_string()),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "chain-node".to_string(),
+        ),
+        (MANAGED_LABEL.to_string(), MANAGED_VALUE.to_string()),
+    ])
+}
+
+fn selector(node: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "aitbc-node".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), node.to_string()),
+    ])
+}
+
+fn owner(node: &Node) -> Vec<OwnerReference> {
+    node.controller_owner_ref(&()).into_iter().collect()
+}
+
+fn meta(node: &Node, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: node.namespace(),
+        labels: Some(labels(&node.name_any())),
+        owner_references: Some(owner(node)),
+        ..Default::default()
+    }
+}
+
+fn port(name: &str, p: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: p,
+        target_port: Some(IntOrString::String(name.into())),
+        ..Default::default()
+    }
+}
+
+/// Headless Service giving each pod a stable DNS name for p2p (`<name>-<i>.<name>-peers`).
+/// Not-ready pods are published: validators must find each other before any block commits.
+pub fn peers_service(node: &Node) -> Service {
+    let name = node.name_any();
+    Service {
+        metadata: meta(node, peers_service_name(&name)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector(&name)),
+            ports: Some(vec![port("p2p", P2P_PORT), port("rpc", RPC_PORT)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Client Service: the chain's gRPC API (9100) and HTTP status/metrics (9300) on ready pods.
+pub fn client_service(node: &Node) -> Service {
+    let name = node.name_any();
+    Service {
+        metadata: meta(node, name.clone()),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(&name)),
+            ports: Some(vec![port("rpc", RPC_PORT), port("http", HTTP_PORT)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn quantities(m: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!m.is_empty()).then(|| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect()
+    })
+}
+
+/// The StatefulSet of aitbc-node pods. Pods start in parallel (a BFT chain needs a quorum up
+/// before any pod can be ready) and roll one at a time, each waiting for /readyz.
+pub fn statefulset(node: &Node) -> StatefulSet {
+    let name = node.name_any();
+    let spec = &node.spec;
+    let n = replicas(spec);
+    let probe = |path: &str, delay: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(delay),
+        period_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    };
+    let args: Vec<String> = [
+        "run",
+        "--genesis",
+        "/etc/aitbc/genesis.json",
+        "--key-dir",
+        "/etc/aitbc/keys",
+        "--data-dir",
+        "/data",
+        "--rpc-listen",
+        "0.0.0.0:9100",
+        "--p2p-listen",
+        "0.0.0.0:9200",
+        "--http-listen",
+        "0.0.0.0:9300",
+        "--peer-template",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!(
+        "{name}-{{i}}.{}:{P2P_PORT}",
+        peers_service_name(&name)
+    )])
+    .collect();
+    let container = Container {
+        name: "node".into(),
+        image: Some(image(spec)),
+        command: Some(vec!["aitbc-node".into()]),
+        args: Some(args),
+        env: Some(vec![EnvVar {
+            name: "AITBC_LOG_FORMAT".into(),
+            value: Some("json".into()),
+            ..Default::default()
+        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("rpc".into()),
+                container_port: RPC_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("p2p".into()),
+                container_port: P2P_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                ..Default::default()
+            },
+        ]),
+        readiness_probe: Some(probe("/readyz", 2, 3)),
+        liveness_probe: Some(probe("/healthz", 10, 6)),
+        resources: spec.resources.as_ref().map(|r| ResourceRequirements {
+            requests: quantities(&r.requests),
+            limits: quantities(&r.limits),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "genesis".into(),
+                mount_path: "/etc/aitbc/genesis.json".into(),
+                sub_path: Some(GENESIS_KEY.into()),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "keys".into(),
+                mount_path: "/etc/aitbc/keys".into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..Default::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let key_sources = (0..n)
+        .map(|i| VolumeProjection {
+            secret: Some(SecretProjection {
+                name: validator_secret_name(&name, i),
+                items: Some(vec![KeyToPath {
+                    key: aitbc_crds::wallet::SECRET_KEY_FIELD.into(),
+                    path: format!("validator-{i}.key"),
+                    mode: Some(0o400),
+                    ..Default::default()
+                }]),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let volumes = vec![
+        Volume {
+            name: "genesis".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: genesis_configmap_name(&name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "keys".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(key_sources),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(selector(&name)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(spec.storage.size.clone()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    StatefulSet {
+        metadata: meta(node, name.clone()),
+        spec: StatefulSetSpec {
+            replicas: Some(n),
+            service_name: Some(peers_service_name(&name)),
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..Default::default()
+                }),
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector(&name)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&name)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(10001),
+                        ..Default::default()
+                    }),
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Voluntary disruptions may take down at most f = (n-1)/3 validators at once.
+pub fn pdb(node: &Node) -> PodDisruptionBudget {
+    let name = node.name_any();
+    PodDisruptionBudget {
+        metadata: meta(node, name.clone()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(fault_tolerance(node.spec.validators))),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(&name)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Pure: the genesis of a new chain.
+pub fn genesis(
+    chain_id: &str,
+    time_ms: u64,
+    spec: &NodeSpec,
+    validators: &[PublicKey],
+    allocations: Vec<Allocation>,
+    schedulers: Vec<Address>,
+) -> Result<Genesis> {
+    let g: &NodeGenesis = &spec.genesis;
+    let min_fee = match &g.min_fee {
+        Some(f) => f
+            .parse()
+            .map_err(|e| Error::InvalidSpec(format!("spec.genesis.minFee: {e}")))?,
+        None => "0.001"
+            .parse()
+            .map_err(|e| Error::InvalidSpec(format!("default min fee: {e}")))?,
+    };
+    Ok(Genesis {
+        chain_id: chain_id.to_string(),
+        genesis_time_ms: time_ms,
+        block_time_ms: spec.block_time_ms,
+        min_fee,
+        marketplace_fee_bps: g.marketplace_fee_bps.unwrap_or(250),
+        default_job_deadline_blocks: g.job_deadline_blocks.unwrap_or(7200),
+        schedulers,
+        allocations,
+        validators: validators
+            .iter()
+            .enumerate()
+            .map(|(i, k)| GenesisValidator {
+                name: format!("validator-{i}"),
+                key: *k,
+                power: 1,
+            })
+            .collect(),
+    })
+}
+
+/// The addresses of the spec's allocations; Wallet allocations get their key Secret created
+/// here when the Wallet reconciler has not done it yet (same Secret name, never overwritten).
+async fn allocations(ctx: &Context, node: &Node, ns: &str) -> Result<Vec<Allocation>> {
+    let wallets: Api<Wallet> = Api::namespaced(ctx.client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut out = Vec::new();
+    for a in &node.spec.genesis.allocations {
+        let amount: Amount = a
+            .amount
+            .parse()
+            .map_err(|e| Error::InvalidSpec(format!("allocation {}: {e}", a.name)))?;
+        let address = match (&a.address, &a.wallet) {
+            (Some(addr), _) => addr
+                .parse()
+                .map_err(|e| Error::InvalidSpec(format!("allocation {}: {e}", a.name)))?,
+            (None, Some(w)) => {
+                let secret = match wallets.get_opt(w).await? {
+                    Some(wallet) => wallet_secret_name(&wallet),
+                    None => default_wallet_secret_name(w),
+                };
+                let labels = BTreeMap::from([("aitbc.io/wallet".to_string(), w.clone())]);
+                ensure_key_secret(&secrets, ns, &secret, labels)
+                    .await?
+                    .0
+                    .address()
+            }
+            (None, None) => {
+                return Err(Error::InvalidSpec(format!(
+                    "allocation {} needs wallet or address",
+                    a.name
+                )))
+            }
+        };
+        out.push(Allocation {
+            name: a.name.clone(),
+            address,
+            amount,
+        });
+    }
+    Ok(out)
+}
+
+/// The genesis ConfigMap: read back when it exists (the chain's identity never changes),
+/// otherwise built from the validator keys and written once.
+async fn ensure_genesis(
+    ctx: &Context,
+    node: &Node,
+    ns: &str,
+    validators: &[PublicKey],
+) -> Result<Genesis> {
+    let name = genesis_configmap_name(&node.name_any());
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    if let Some(cm) = cms.get_opt(&name).await? {
+        return parse_genesis(&cm);
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
+    let labels = BTreeMap::from([(
+        "app.kubernetes.io/component".to_string(),
+        "scheduler".to_string(),
+    )]);
+    let (sched, _) = ensure_key_secret(
+        &secrets,
+        &ctx.config.operator_namespace,
+        &ctx.config.scheduler_secret,
+        labels,
+    )
+    .await?;
+    let mut allocs = allocations(ctx, node, ns).await?;
+    if !ctx.config.scheduler_genesis_funds.is_zero() {
+        allocs.push(Allocation {
+            name: "scheduler".into(),
+            address: sched.address(),
+            amount: ctx.config.scheduler_genesis_funds,
+        });
+    }
+    let mut schedulers = vec![sched.address()];
+    for s in &node.spec.genesis.extra_schedulers {
+        schedulers.push(
+            s.parse()
+                .map_err(|e| Error::InvalidSpec(format!("spec.genesis.extraSchedulers: {e}")))?,
+        );
+    }
+    let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond().max(0) as u64;
+    let g = genesis(
+        &chain_id(node),
+        now_ms,
+        &node.spec,
+        validators,
+        allocs,
+        schedulers,
+    )?;
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(labels_of(node)),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            GENESIS_KEY.to_string(),
+            serde_json::to_string_pretty(&g)?,
+        )])),
+        immutable: Some(true),
+        ..Default::default()
+    };
+    match cms.create(&PostParams::default(), &cm).await {
+        Ok(_) => {
+            ctx.event(
+                node,
+                "GenesisCreated",
+                "CreateGenesis",
+                format!("chain {} with {} validators", g.chain_id, validators.len()),
+            )
+            .await;
+            Ok(g)
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => parse_genesis(&cms.get(&name).await?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn labels_of(node: &Node) -> BTreeMap<String, String> {
+    labels(&node.name_any())
+}
+
+fn parse_genesis(cm: &ConfigMap) -> Result<Genesis> {
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(GENESIS_KEY))
+        .ok_or_else(|| {
+            Error::InvalidSpec(format!("ConfigMap {} has no {GENESIS_KEY}", cm.name_any()))
+        })?;
+    serde_json::from_str(text).map_err(|e| {
+        Error::InvalidSpec(format!(
+            "ConfigMap {} holds no valid genesis: {e}",
+            cm.name_any()
+        ))
+    })
+}
+
+async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let mut body = serde_json::to_value(obj)?;
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Requeue> {
+    let ns = namespace(&*node)?;
+    let name = node.name_any();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let n = replicas(&node.spec);
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let labels = BTreeMap::from([("aitbc.io/node".to_string(), name.clone())]);
+        let (k, created) =
+            ensure_key_secret(&secrets, &ns, &validator_secret_name(&name, i), labels).await?;
+        if created {
+            ctx.event(
+                &*node,
+                "KeyCreated",
+                "CreateKey",
+                format!("node key {i} created ({})", k.public()),
+            )
+            .await;
+        }
+        keys.push(k.public());
+    }
+    let validators = node.spec.validators.max(1) as usize;
+    let g = ensure_genesis(&ctx, &node, &ns, &keys[..validators.min(keys.len())]).await?;
+    if g.validators.len() != validators {
+        return Err(Error::InvalidSpec(format!(
+            "the genesis has {} validators but spec.validators is {validators}; the validator set is fixed at genesis",
+            g.validators.len()
+        )));
+    }
+    apply(&ctx, &ns, &peers_service(&node)).await?;
+    apply(&ctx, &ns, &client_service(&node)).await?;
+    apply(&ctx, &ns, &statefulset(&node)).await?;
+    apply(&ctx, &ns, &pdb(&node)).await?;
+
+    let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let ready = sts
+        .get_opt(&name)
+        .await?
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let mut st = node.status_or_default();
+    let before = st.ready_replicas;
+    st.observed_generation = node.metadata.generation;
+    st.replicas = n;
+    st.ready_replicas = ready;
+    st.chain_id = Some(g.chain_id.clone());
+    st.validators = g.validators.iter().map(|v| v.key.to_string()).collect();
+    st.endpoint = Some(crate::chain::node_endpoint(&name, &ns));
+    st.image = Some(image(&node.spec));
+    if ready > 0 {
+        let height = tokio::time::timeout(Duration::from_secs(3), async {
+            let chain = ctx.chain(&ns, Some(&name)).await.ok()?;
+            chain.info().await.ok().map(|i| i.height)
+        })
+        .await
+        .ok()
+        .flatten();
+        st.height = height.or(st.height);
+    }
+    let q = quorum(node.spec.validators);
+    let ok = ready >= q;
+    let msg = format!("{ready}/{n} pods ready; {q} validators make a quorum");
+    condition(
+        &*node,
+        &mut st,
+        "Ready",
+        ok,
+        if ok {
+            "QuorumReady"
+        } else {
+            "WaitingForQuorum"
+        },
+        msg.clone(),
+    );
+    if before < q && ok {
+        ctx.event(&*node, "QuorumReady", "Observe", msg).await;
+    }
+    write_status(&ctx, &*node, &st).await?;
+    Ok(Requeue::requeue(Duration::from_secs(if ok {
+        30
+    } else {
+        5
+    })))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use aitbc_crds::node::{GenesisAllocation, NodeResources, NodeStorage};
+    use aitbc_protocol::Keypair;
+
+    pub fn node(validators: i32, replicas: Option<i32>) -> Node {
+        let mut n = Node::new(
+            "aitbc",
+            NodeSpec {
+                validators,
+                replicas,
+                image: None,
+                chain_id: None,
+                block_time_ms: 500,
+                storage: NodeStorage {
+                    size: "5Gi".into(),
+                    storage_class_name: Some("fast".into()),
+                },
+                resources: Some(NodeResources {
+                    requests: BTreeMap::from([("cpu".into(), "250m".into())]),
+                    limits: BTreeMap::new(),
+                }),
+                genesis: NodeGenesis {
+                    allocations: vec![GenesisAllocation {
+                        name: "genesis-ops".into(),
+                        wallet: Some("genesis-ops".into()),
+                        address: None,
+                        amount: "1000000".into(),
+                    }],
+                    ..Default::default()
+                },
+            },
+        );
+        n.metadata.namespace = Some("chain".into());
+        n.metadata.uid = Some("uid-1".into());
+        n
+    }
+
+    #[test]
+    fn quorum_arithmetic() {
+        assert_eq!((fault_tolerance(1), quorum(1)), (0, 1));
+        assert_eq!((fault_tolerance(4), quorum(4)), (1, 3));
+        assert_eq!((fault_tolerance(7), quorum(7)), (2, 5));
+        assert_eq!(fault_tolerance(3), 0);
+    }
+
+    #[test]
+    fn statefulset_runs_aitbc_node_with_keys_genesis_probes_and_storage() {
+        let s = statefulset(&node(4, Some(5)));
+        let spec = s.spec;
+        assert_eq!(spec.replicas, Some(5));
+        assert_eq!(spec.service_name.as_deref(), Some("aitbc-peers"));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(
+            spec.update_strategy.unwrap().type_.as_deref(),
+            Some("RollingUpdate")
+        );
+        let pod = spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some(DEFAULT_IMAGE));
+        let args = c.args.clone().unwrap().join(" ");
+        assert!(
+            args.starts_with(
+                "run --genesis /etc/aitbc/genesis.json --key-dir /etc/aitbc/keys --data-dir /data"
+            ),
+            "{args}"
+        );
+        assert!(args.contains(
+            "--rpc-listen 0.0.0.0:9100 --p2p-listen 0.0.0.0:9200 --http-listen 0.0.0.0:9300"
+        ));
+        assert!(
+            args.ends_with("--peer-template aitbc-{i}.aitbc-peers:9200"),
+            "{args}"
+        );
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (ready.path.as_deref(), &ready.port),
+            (Some("/readyz"), &IntOrString::String("http".into()))
+        );
+        assert_eq!(
+            c.ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|p| p.name.as_deref() == Some("http"))
+                .unwrap()
+                .container_port,
+            9300
+        );
+        assert_eq!(
+            c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"],
+            Quantity("250m".into())
+        );
+        let keys = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "keys")
+            .unwrap()
+            .projected
+            .unwrap()
+            .sources
+            .unwrap();
+        assert_eq!(keys.len(), 5, "one key Secret per pod");
+        let last = keys[4].secret.as_ref().unwrap();
+        assert_eq!(last.name, "aitbc-validator-4");
+        assert_eq!(last.items.as_ref().unwrap()[0].path, "validator-4.key");
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        let cs = claim.spec.as_ref().unwrap();
+        assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            cs.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"],
+            Quantity("5Gi".into())
+        );
+        assert_eq!(s.metadata.owner_references.unwrap()[0].kind, "Node");
+    }
+
+    #[test]
+    fn services_expose_rpc_and_peers() {
+        let n = node(4, None);
+        let peers = peers_service(&n);
+        assert_eq!(peers.metadata.name.as_deref(), Some("aitbc-peers"));
+        let ps = peers.spec.unwrap();
+        assert_eq!(ps.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(ps.publish_not_ready_addresses, Some(true));
+        assert!(ps.ports.unwrap().iter().any(|p| p.port == 9200));
+        let client = client_service(&n);
+        assert_eq!(client.metadata.name.as_deref(), Some("aitbc"));
+        assert!(client
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .iter()
+            .any(|p| p.port == 9100 && p.name.as_deref() == Some("rpc")));
+    }
+
+    #[test]
+    fn pdb_keeps_a_quorum() {
+        let p = pdb(&node(4, None)).spec.unwrap();
+        assert_eq!(p.max_unavailable, Some(IntOrString::Int(1)));
+        let p = pdb(&node(7, Some(9))).spec.unwrap();
+        assert_eq!(p.max_unavailable, Some(IntOrString::Int(2)));
+        assert_eq!(
+            pdb(&node(1, None)).spec.unwrap().max_unavailable,
+            Some(IntOrString::Int(0))
+        );
+    }
+
+    #[test]
+    fn genesis_has_the_validators_allocations_and_scheduler() {
+        let n = node(4, None);
+        let keys: Vec<PublicKey> = (0..4).map(|_| Keypair::generate().public()).collect();
+        let ops = Keypair::generate().address();
+        let sched = Keypair::generate().address();
+        let g = genesis(
+            &chain_id(&n),
+            1,
+            &n.spec,
+            &keys,
+            vec![Allocation {
+                name: "genesis-ops".into(),
+                address: ops,
+                amount: Amount::from_ait(1_000_000).unwrap(),
+            }],
+            vec![sched],
+        )
+        .unwrap();
+        assert_eq!(g.chain_id, "aitbc-chain-aitbc");
+        assert_eq!(g.validators.len(), 4);
+        assert_eq!(g.validators[2].key, keys[2]);
+        assert_eq!(g.schedulers, vec![sched]);
+        assert_eq!(g.allocations[0].address, ops);
+        assert_eq!(g.block_time_ms, 500);
+        assert_eq!(g.min_fee, "0.001".parse().unwrap());
+    }
+
+    #[test]
+    fn listener_replicas_never_fall_below_validators() {
+        assert_eq!(replicas(&node(4, None).spec), 4);
+        assert_eq!(replicas(&node(4, Some(6)).spec), 6);
+        assert_eq!(replicas(&node(4, Some(2)).spec), 4);
+    }
+}
