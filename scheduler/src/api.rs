@@ -31,7 +31,9 @@ impl ControlApi {
         ControlApi { s }
     }
     pub fn into_server(self) -> SchedulerServer<ControlApi> {
-        SchedulerServer::new(self).max_encoding_message_size(256 * 1024 * 1024).max_decoding_message_size(MAX_INPUT_BYTES + 4096)
+        SchedulerServer::new(self)
+            .max_encoding_message_size(256 * 1024 * 1024)
+            .max_decoding_message_size(MAX_INPUT_BYTES + 4096)
     }
 }
 
@@ -63,7 +65,11 @@ fn job_info(r: &JobRecord) -> pb::JobInfo {
         result_digest: r.result_digest.clone(),
         settlement_tx: r.settlement_tx.clone().unwrap_or_default(),
         refund_tx: r.refund_tx.clone().unwrap_or_default(),
-        receipt: r.receipt_hex.as_deref().and_then(|h| hex::decode(h).ok()).unwrap_or_default(),
+        receipt: r
+            .receipt_hex
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .unwrap_or_default(),
         stdout: None,
         stderr: None,
         customer: r.customer.clone(),
@@ -88,7 +94,11 @@ fn tail(c: Option<apb::CapturedStream>) -> Option<pb::OutputTail> {
 
 fn summary(a: &AgentView) -> Option<pb::InventorySummary> {
     let inv = a.inventory.as_ref()?;
-    let leased: std::collections::HashSet<u32> = a.leases.iter().flat_map(|l| l.gpu_indexes.iter().copied()).collect();
+    let leased: std::collections::HashSet<u32> = a
+        .leases
+        .iter()
+        .flat_map(|l| l.gpu_indexes.iter().copied())
+        .collect();
     let free = |g: &&apb::Gpu| !g.busy && !g.leased && !leased.contains(&g.index);
     let mut models: Vec<String> = inv.gpus.iter().map(|g| g.model.clone()).collect();
     models.dedup();
@@ -96,7 +106,12 @@ fn summary(a: &AgentView) -> Option<pb::InventorySummary> {
         gpus_total: inv.gpus.len() as u32,
         gpus_free: inv.gpus.iter().filter(free).count() as u32,
         memory_total_mib: inv.gpus.iter().map(|g| g.memory_total_mib).sum(),
-        memory_free_mib: inv.gpus.iter().filter(free).map(|g| g.memory_total_mib).sum(),
+        memory_free_mib: inv
+            .gpus
+            .iter()
+            .filter(free)
+            .map(|g| g.memory_total_mib)
+            .sum(),
         simulated: inv.simulated,
         source: inv.source.clone(),
         gpu_models: models,
@@ -156,7 +171,9 @@ impl ControlApi {
         if agent_id.is_empty() {
             return Err(Status::invalid_argument("agent_id is required"));
         }
-        self.s.registry.get(agent_id).ok_or_else(|| Status::not_found(format!("no agent {agent_id:?} is known to the scheduler")))
+        self.s.registry.get(agent_id).ok_or_else(|| {
+            Status::not_found(format!("no agent {agent_id:?} is known to the scheduler"))
+        })
     }
 
     fn agents(&self, agent_id: &str) -> Result<Vec<AgentView>, Status> {
@@ -172,13 +189,21 @@ type InfoStream = Pin<Box<dyn Stream<Item = Result<pb::JobInfo, Status>> + Send>
 
 #[tonic::async_trait]
 impl SchedulerApi for ControlApi {
-    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::JobInfo>, Status> {
-        Ok(Response::new(self.info(&req.into_inner().job_id, true).await?))
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        Ok(Response::new(
+            self.info(&req.into_inner().job_id, true).await?,
+        ))
     }
 
     type WatchJobStream = InfoStream;
 
-    async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result<Response<InfoStream>, Status> {
+    async fn watch_job(
+        &self,
+        req: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<InfoStream>, Status> {
         let id = req.into_inner().job_id;
         let mut changes = self.s.changes.subscribe();
         let first = self.info(&id, false).await?;
@@ -196,7 +221,9 @@ impl SchedulerApi for ControlApi {
                     Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
                     _ => {}
                 }
-                let Ok(now) = api.info(&id, false).await else { continue };
+                let Ok(now) = api.info(&id, false).await else {
+                    continue;
+                };
                 if now != last {
                     last = now.clone();
                     if tx.send(Ok(now)).await.is_err() || last.terminal {
@@ -205,13 +232,21 @@ impl SchedulerApi for ControlApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn upload_job_input(&self, req: Request<pb::UploadJobInputRequest>) -> Result<Response<pb::UploadJobInputResponse>, Status> {
+    async fn upload_job_input(
+        &self,
+        req: Request<pb::UploadJobInputRequest>,
+    ) -> Result<Response<pb::UploadJobInputResponse>, Status> {
         let req = req.into_inner();
         if req.data.len() > MAX_INPUT_BYTES {
-            return Err(Status::invalid_argument(format!("input is {} bytes; at most {MAX_INPUT_BYTES}", req.data.len())));
+            return Err(Status::invalid_argument(format!(
+                "input is {} bytes; at most {MAX_INPUT_BYTES}",
+                req.data.len()
+            )));
         }
         let job = self.chain_job(&req.job_id).await?;
         let digest = Hash(Sha256::digest(&req.data).into());
@@ -220,13 +255,17 @@ impl SchedulerApi for ControlApi {
         } else if job.spec.dataset_digest == Some(digest) {
             "dataset_digest"
         } else if job.spec.input_digest.is_none() && job.spec.dataset_digest.is_none() {
-            return Err(Status::failed_precondition(format!("job {} declares no input_digest or dataset_digest", job.id)));
+            return Err(Status::failed_precondition(format!(
+                "job {} declares no input_digest or dataset_digest",
+                job.id
+            )));
         } else {
             return Err(Status::invalid_argument(format!(
                 "the data's SHA-256 {digest} matches neither the job's input_digest nor its dataset_digest"
             )));
         };
-        crate::state::write_atomic(&self.s.store.input_path(&job.id), &req.data).map_err(|e| Status::internal(e.to_string()))?;
+        crate::state::write_atomic(&self.s.store.input_path(&job.id), &req.data)
+            .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(job = %job.id, bytes = req.data.len(), matched, "job input stored");
         self.s.wake.notify_one();
         Ok(Response::new(pb::UploadJobInputResponse {
@@ -237,10 +276,17 @@ impl SchedulerApi for ControlApi {
         }))
     }
 
-    async fn fetch_result(&self, req: Request<pb::FetchResultRequest>) -> Result<Response<pb::FetchResultResponse>, Status> {
+    async fn fetch_result(
+        &self,
+        req: Request<pb::FetchResultRequest>,
+    ) -> Result<Response<pb::FetchResultResponse>, Status> {
         let req = req.into_inner();
-        let rec = self.record(&req.job_id).ok_or_else(|| Status::not_found(format!("job {} is not known to the scheduler", req.job_id)))?;
-        let agent_id = rec.agent_id.clone().ok_or_else(|| Status::failed_precondition(format!("job {} has not run on an agent", rec.job_id)))?;
+        let rec = self.record(&req.job_id).ok_or_else(|| {
+            Status::not_found(format!("job {} is not known to the scheduler", req.job_id))
+        })?;
+        let agent_id = rec.agent_id.clone().ok_or_else(|| {
+            Status::failed_precondition(format!("job {} has not run on an agent", rec.job_id))
+        })?;
         let view = self.agent(&agent_id)?;
         let mut c = view.client.clone();
         let r = tokio::time::timeout(AGENT_CALL, c.get_job(&rec.job_id))
@@ -249,14 +295,25 @@ impl SchedulerApi for ControlApi {
         let mut out = pb::FetchResultResponse {
             job_id: rec.job_id.clone(),
             agent_id: agent_id.clone(),
-            files: r.outputs.iter().map(|f| pb::ResultFile { path: f.path.clone(), size: f.size, sha256: f.sha256.clone() }).collect(),
+            files: r
+                .outputs
+                .iter()
+                .map(|f| pb::ResultFile {
+                    path: f.path.clone(),
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
             output_digest: r.output_digest.clone(),
             ..Default::default()
         };
         if !req.path.is_empty() {
-            let data = tokio::time::timeout(Duration::from_secs(60), c.fetch_output(&rec.job_id, &req.path, req.max_bytes))
-                .await
-                .map_err(|_| Status::unavailable(format!("agent {agent_id} did not answer")))??;
+            let data = tokio::time::timeout(
+                Duration::from_secs(60),
+                c.fetch_output(&rec.job_id, &req.path, req.max_bytes),
+            )
+            .await
+            .map_err(|_| Status::unavailable(format!("agent {agent_id} did not answer")))??;
             out.sha256 = hex::encode(Sha256::digest(&data));
             out.path = req.path;
             out.data = data;
@@ -264,7 +321,10 @@ impl SchedulerApi for ControlApi {
         Ok(Response::new(out))
     }
 
-    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let agents = self
             .s
             .registry
@@ -274,11 +334,17 @@ impl SchedulerApi for ControlApi {
                 agent_id: a.agent_id.clone(),
                 endpoint: a.endpoint.clone(),
                 agent_key: a.key.map(|k| k.to_string()).unwrap_or_default(),
-                owner: a.record.as_ref().map(|r| r.owner.to_string()).unwrap_or_default(),
+                owner: a
+                    .record
+                    .as_ref()
+                    .map(|r| r.owner.to_string())
+                    .unwrap_or_default(),
                 registered: a.record.is_some(),
                 serves: match a.record.as_ref().map(|r| &r.serves) {
                     Some(aitbc_protocol::tx::Serves::AnyProvider) => vec!["any".into()],
-                    Some(aitbc_protocol::tx::Serves::Providers(p)) => p.iter().map(|a| a.to_string()).collect(),
+                    Some(aitbc_protocol::tx::Serves::Providers(p)) => {
+                        p.iter().map(|a| a.to_string()).collect()
+                    }
                     None => vec![],
                 },
                 healthy: a.healthy,
@@ -292,16 +358,34 @@ impl SchedulerApi for ControlApi {
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
-    async fn allocate_resources(&self, req: Request<pb::AllocateResourcesRequest>) -> Result<Response<pb::AllocateResourcesResponse>, Status> {
+    async fn allocate_resources(
+        &self,
+        req: Request<pb::AllocateResourcesRequest>,
+    ) -> Result<Response<pb::AllocateResourcesResponse>, Status> {
         let req = req.into_inner();
         let view = self.agent(&req.agent_id)?;
         let mut c = view.client.clone();
-        let lease_id = if req.lease_id.is_empty() { None } else { Some(req.lease_id.as_str()) };
-        let l = tokio::time::timeout(AGENT_CALL, c.allocate_lease(&req.holder, req.gpus, req.memory_mib, req.duration_secs, lease_id))
-            .await
-            .map_err(|_| Status::unavailable(format!("agent {} did not answer", req.agent_id)))??;
+        let lease_id = if req.lease_id.is_empty() {
+            None
+        } else {
+            Some(req.lease_id.as_str())
+        };
+        let l = tokio::time::timeout(
+            AGENT_CALL,
+            c.allocate_lease(
+                &req.holder,
+                req.gpus,
+                req.memory_mib,
+                req.duration_secs,
+                lease_id,
+            ),
+        )
+        .await
+        .map_err(|_| Status::unavailable(format!("agent {} did not answer", req.agent_id)))??;
         self.s.wake.notify_one();
-        Ok(Response::new(pb::AllocateResourcesResponse { lease: Some(lease(&req.agent_id, l)) }))
+        Ok(Response::new(pb::AllocateResourcesResponse {
+            lease: Some(lease(&req.agent_id, l)),
+        }))
     }
 
     async fn deallocate_resources(
@@ -318,7 +402,10 @@ impl SchedulerApi for ControlApi {
         Ok(Response::new(pb::DeallocateResourcesResponse { released }))
     }
 
-    async fn resource_status(&self, req: Request<pb::ResourceStatusRequest>) -> Result<Response<pb::ResourceStatusResponse>, Status> {
+    async fn resource_status(
+        &self,
+        req: Request<pb::ResourceStatusRequest>,
+    ) -> Result<Response<pb::ResourceStatusResponse>, Status> {
         let agents = self.agents(&req.into_inner().agent_id)?;
         let out = agents
             .iter()
@@ -347,7 +434,12 @@ impl SchedulerApi for ControlApi {
                             .collect()
                     })
                     .unwrap_or_default(),
-                leases: a.leases.iter().cloned().map(|l| lease(&a.agent_id, l)).collect(),
+                leases: a
+                    .leases
+                    .iter()
+                    .cloned()
+                    .map(|l| lease(&a.agent_id, l))
+                    .collect(),
             })
             .collect();
         Ok(Response::new(pb::ResourceStatusResponse { agents: out }))
@@ -358,11 +450,17 @@ impl SchedulerApi for ControlApi {
         req: Request<pb::ResourceUtilizationRequest>,
     ) -> Result<Response<pb::ResourceUtilizationResponse>, Status> {
         let req = req.into_inner();
-        let period = if req.period.is_empty() { "1h".to_string() } else { req.period.clone() };
+        let period = if req.period.is_empty() {
+            "1h".to_string()
+        } else {
+            req.period.clone()
+        };
         let mut out = Vec::new();
         for a in self.agents(&req.agent_id)? {
             let mut c = a.client.clone();
-            let r = tokio::time::timeout(AGENT_CALL, c.metrics_history(&period, req.max_points, None)).await;
+            let r =
+                tokio::time::timeout(AGENT_CALL, c.metrics_history(&period, req.max_points, None))
+                    .await;
             let entry = match r {
                 Ok(Ok(h)) => pb::AgentUtilization {
                     agent_id: a.agent_id.clone(),
@@ -376,7 +474,11 @@ impl SchedulerApi for ControlApi {
                             let avg = if g.samples.is_empty() {
                                 0.0
                             } else {
-                                g.samples.iter().map(|s| f64::from(s.utilization_percent)).sum::<f64>() / g.samples.len() as f64
+                                g.samples
+                                    .iter()
+                                    .map(|s| f64::from(s.utilization_percent))
+                                    .sum::<f64>()
+                                    / g.samples.len() as f64
                             };
                             pb::GpuUtilization {
                                 index: g.index,
@@ -395,21 +497,37 @@ impl SchedulerApi for ControlApi {
                         })
                         .collect(),
                 },
-                Ok(Err(e)) => pb::AgentUtilization { agent_id: a.agent_id.clone(), error: e.message().to_string(), ..Default::default() },
-                Err(_) => pb::AgentUtilization { agent_id: a.agent_id.clone(), error: "agent did not answer".into(), ..Default::default() },
+                Ok(Err(e)) => pb::AgentUtilization {
+                    agent_id: a.agent_id.clone(),
+                    error: e.message().to_string(),
+                    ..Default::default()
+                },
+                Err(_) => pb::AgentUtilization {
+                    agent_id: a.agent_id.clone(),
+                    error: "agent did not answer".into(),
+                    ..Default::default()
+                },
             };
             out.push(entry);
         }
-        Ok(Response::new(pb::ResourceUtilizationResponse { agents: out }))
+        Ok(Response::new(pb::ResourceUtilizationResponse {
+            agents: out,
+        }))
     }
 
-    async fn stress_test(&self, req: Request<pb::StressTestRequest>) -> Result<Response<pb::StressTestResponse>, Status> {
+    async fn stress_test(
+        &self,
+        req: Request<pb::StressTestRequest>,
+    ) -> Result<Response<pb::StressTestResponse>, Status> {
         let req = req.into_inner();
         let view = self.agent(&req.agent_id)?;
         let mut c = view.client.clone();
-        let r = tokio::time::timeout(Duration::from_secs(300), c.stress_memory(req.gpu_index, req.memory_mib, req.passes))
-            .await
-            .map_err(|_| Status::unavailable(format!("agent {} did not answer", req.agent_id)))??;
+        let r = tokio::time::timeout(
+            Duration::from_secs(300),
+            c.stress_memory(req.gpu_index, req.memory_mib, req.passes),
+        )
+        .await
+        .map_err(|_| Status::unavailable(format!("agent {} did not answer", req.agent_id)))??;
         Ok(Response::new(pb::StressTestResponse {
             agent_id: req.agent_id,
             gpu_index: r.gpu_index,
@@ -423,7 +541,10 @@ impl SchedulerApi for ControlApi {
         }))
     }
 
-    async fn get_metrics(&self, _req: Request<pb::GetMetricsRequest>) -> Result<Response<pb::SchedulerMetrics>, Status> {
+    async fn get_metrics(
+        &self,
+        _req: Request<pb::GetMetricsRequest>,
+    ) -> Result<Response<pb::SchedulerMetrics>, Status> {
         let m = &self.s.metrics;
         let (p50, p99) = m.placement_percentiles();
         let (queue, phases) = {
@@ -432,7 +553,11 @@ impl SchedulerApi for ControlApi {
             for r in st.jobs.values() {
                 *counts.entry(r.phase.as_str()).or_insert(0u64) += 1;
             }
-            let queue = st.jobs.values().filter(|r| r.phase == Phase::Pending).count() as u64;
+            let queue = st
+                .jobs
+                .values()
+                .filter(|r| r.phase == Phase::Pending)
+                .count() as u64;
             (queue, counts)
         };
         let agents = self.s.registry.snapshot();
@@ -440,7 +565,13 @@ impl SchedulerApi for ControlApi {
             queue_length: queue,
             placement_latency_p50_ms: p50,
             placement_latency_p99_ms: p99,
-            jobs_by_phase: phases.into_iter().map(|(p, c)| pb::PhaseCount { phase: p.into(), count: c }).collect(),
+            jobs_by_phase: phases
+                .into_iter()
+                .map(|(p, c)| pb::PhaseCount {
+                    phase: p.into(),
+                    count: c,
+                })
+                .collect(),
             dispatched_total: m.dispatched.get(),
             dispatch_failures_total: m.dispatch_failures.get(),
             retries_total: m.retries.get(),

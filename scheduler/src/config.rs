@@ -36,7 +36,11 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    pub fn new(chain_endpoint: impl Into<String>, key_hex: impl Into<String>, state_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        chain_endpoint: impl Into<String>,
+        key_hex: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
         SchedulerConfig {
             chain_endpoint: chain_endpoint.into(),
             key_hex: key_hex.into(),

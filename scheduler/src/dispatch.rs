@@ -35,7 +35,11 @@ pub fn new_record(job: &Job) -> JobRecord {
         job_id: job.id.clone(),
         customer: job.customer.to_string(),
         listing_id: job.listing_id.clone(),
-        provider: if job.listing_id.is_some() { job.provider.map(|p| p.to_string()) } else { None },
+        provider: if job.listing_id.is_some() {
+            job.provider.map(|p| p.to_string())
+        } else {
+            None
+        },
         spec: job.spec.clone(),
         phase: phase_of(job.status),
         chain_status: job.status.as_str().into(),
@@ -48,10 +52,17 @@ pub fn new_record(job: &Job) -> JobRecord {
         failed_agents: vec![],
         pending_reason: String::new(),
         message: String::new(),
-        result_digest: job.result.as_ref().map(|r| r.receipt.output_digest.to_hex()).unwrap_or_default(),
+        result_digest: job
+            .result
+            .as_ref()
+            .map(|r| r.receipt.output_digest.to_hex())
+            .unwrap_or_default(),
         settlement_tx: None,
         refund_tx: None,
-        receipt_hex: job.result.as_ref().map(|r| hex::encode(borsh::to_vec(r).unwrap_or_default())),
+        receipt_hex: job
+            .result
+            .as_ref()
+            .map(|r| hex::encode(borsh::to_vec(r).unwrap_or_default())),
         submitted_height: job.created_height,
         deadline_height: job.deadline_height,
         first_seen_ms: now,
@@ -74,7 +85,9 @@ fn phase_of(s: JobStatus) -> Phase {
 pub fn update(s: &Scheduler, job_id: &str, f: impl FnOnce(&mut JobRecord)) {
     {
         let mut st = s.state.lock();
-        let Some(r) = st.jobs.get_mut(job_id) else { return };
+        let Some(r) = st.jobs.get_mut(job_id) else {
+            return;
+        };
         f(r);
         r.updated_at_ms = now_ms();
     }
@@ -85,7 +98,10 @@ pub fn update(s: &Scheduler, job_id: &str, f: impl FnOnce(&mut JobRecord)) {
 pub fn sync_record(s: &Scheduler, job: &Job) {
     {
         let mut st = s.state.lock();
-        let r = st.jobs.entry(job.id.clone()).or_insert_with(|| new_record(job));
+        let r = st
+            .jobs
+            .entry(job.id.clone())
+            .or_insert_with(|| new_record(job));
         r.chain_status = job.status.as_str().into();
         r.attempts = r.attempts.max(job.assignments);
         r.deadline_height = job.deadline_height;
@@ -94,7 +110,9 @@ pub fn sync_record(s: &Scheduler, job: &Job) {
             r.receipt_hex = Some(hex::encode(borsh::to_vec(res).unwrap_or_default()));
         }
         match job.status {
-            JobStatus::Settled | JobStatus::Refunded | JobStatus::Succeeded => r.phase = phase_of(job.status),
+            JobStatus::Settled | JobStatus::Refunded | JobStatus::Succeeded => {
+                r.phase = phase_of(job.status)
+            }
             JobStatus::Failed => r.phase = Phase::Failed,
             JobStatus::Pending | JobStatus::Assigned => {}
         }
@@ -112,7 +130,9 @@ pub async fn registry_loop(s: Arc<Scheduler>) {
         s.registry.refresh(&s.chain).await;
         let snap = s.registry.snapshot();
         s.metrics.agents_total.set(snap.len() as i64);
-        s.metrics.agents_healthy.set(snap.iter().filter(|a| a.healthy).count() as i64);
+        s.metrics
+            .agents_healthy
+            .set(snap.iter().filter(|a| a.healthy).count() as i64);
         if first {
             match reconcile(&s).await {
                 Ok(()) => {
@@ -131,7 +151,14 @@ pub async fn registry_loop(s: Arc<Scheduler>) {
 /// At startup: every job that is not terminal on chain or in the state file is brought up to
 /// date, and jobs assigned, succeeded or failed on chain get a driver that resumes them.
 async fn reconcile(s: &Arc<Scheduler>) -> Result<(), ClientError> {
-    let mut ids: Vec<String> = s.state.lock().jobs.values().filter(|r| !r.phase.terminal()).map(|r| r.job_id.clone()).collect();
+    let mut ids: Vec<String> = s
+        .state
+        .lock()
+        .jobs
+        .values()
+        .filter(|r| !r.phase.terminal())
+        .map(|r| r.job_id.clone())
+        .collect();
     for status in ["pending", "assigned", "succeeded", "failed"] {
         for j in s.chain.jobs(None, status).await? {
             ids.push(j.id);
@@ -156,7 +183,9 @@ async fn reconcile(s: &Arc<Scheduler>) -> Result<(), ClientError> {
                     r.phase = Phase::Pending;
                 }
             }),
-            JobStatus::Assigned | JobStatus::Succeeded | JobStatus::Failed => spawn_driver(s, &id, None),
+            JobStatus::Assigned | JobStatus::Succeeded | JobStatus::Failed => {
+                spawn_driver(s, &id, None)
+            }
             JobStatus::Settled | JobStatus::Refunded => {}
         }
     }
@@ -185,13 +214,15 @@ pub async fn sweep_loop(s: Arc<Scheduler>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Ok(st) = s.chain.status().await {
-            s.height.fetch_max(st.height, std::sync::atomic::Ordering::AcqRel);
+            s.height
+                .fetch_max(st.height, std::sync::atomic::Ordering::AcqRel);
         }
         let height = s.height.load(std::sync::atomic::Ordering::Acquire);
         let (expired, resume, counts) = {
             let mut st = s.state.lock();
             let cutoff = now_ms().saturating_sub(s.config.retain_terminal.as_millis() as u64);
-            st.jobs.retain(|_, r| !(r.phase.terminal() && r.updated_at_ms < cutoff));
+            st.jobs
+                .retain(|_, r| !(r.phase.terminal() && r.updated_at_ms < cutoff));
             let mut expired = vec![];
             let mut resume = vec![];
             let mut counts: HashMap<Phase, u64> = HashMap::new();
@@ -200,15 +231,29 @@ pub async fn sweep_loop(s: Arc<Scheduler>) {
                 if r.phase.terminal() {
                     continue;
                 }
-                if height > r.deadline_height && matches!(r.chain_status.as_str(), "pending" | "assigned") {
+                if height > r.deadline_height
+                    && matches!(r.chain_status.as_str(), "pending" | "assigned")
+                {
                     expired.push(r.job_id.clone());
-                } else if matches!(r.chain_status.as_str(), "succeeded" | "failed") && !st.active.contains(&r.job_id) {
+                } else if !st.active.contains(&r.job_id)
+                    && (matches!(r.chain_status.as_str(), "succeeded" | "failed")
+                        || (r.chain_status == "assigned"
+                            && matches!(
+                                r.phase,
+                                Phase::Assigned | Phase::Running | Phase::Reporting
+                            )))
+                {
+                    // A result on chain to settle/refund, or a job on an agent whose driver
+                    // stopped on an error: resume it.
                     resume.push(r.job_id.clone());
                 }
             }
             (expired, resume, counts)
         };
-        let counts: Vec<(Phase, u64)> = Phase::ALL.iter().map(|p| (*p, counts.get(p).copied().unwrap_or(0))).collect();
+        let counts: Vec<(Phase, u64)> = Phase::ALL
+            .iter()
+            .map(|p| (*p, counts.get(p).copied().unwrap_or(0)))
+            .collect();
         s.metrics.set_phases(&counts);
         for id in resume {
             spawn_driver(&s, &id, None);
@@ -224,7 +269,9 @@ pub async fn sweep_loop(s: Arc<Scheduler>) {
 async fn refund_expired(s: &Arc<Scheduler>, id: &str, height: u64) -> Result<(), String> {
     let job = s.chain.job(id).await.map_err(|e| e.to_string())?;
     sync_record(s, &job);
-    if !matches!(job.status, JobStatus::Pending | JobStatus::Assigned) || height <= job.deadline_height {
+    if !matches!(job.status, JobStatus::Pending | JobStatus::Assigned)
+        || height <= job.deadline_height
+    {
         return Ok(());
     }
     tracing::info!(job = %id, deadline = job.deadline_height, "job expired; refunding");
@@ -236,8 +283,17 @@ async fn refund_expired(s: &Arc<Scheduler>, id: &str, height: u64) -> Result<(),
 
 /// One placement round over the current pending jobs and agent capacity.
 pub fn place_round(s: &Arc<Scheduler>) {
-    let agents: Vec<AgentView> = s.registry.snapshot().into_iter().filter(|a| a.placeable()).collect();
-    let index: HashMap<&str, usize> = agents.iter().enumerate().map(|(i, a)| (a.agent_id.as_str(), i)).collect();
+    let agents: Vec<AgentView> = s
+        .registry
+        .snapshot()
+        .into_iter()
+        .filter(|a| a.placeable())
+        .collect();
+    let index: HashMap<&str, usize> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.agent_id.as_str(), i))
+        .collect();
     let mut st = s.state.lock();
     // Capacity held by the scheduler's own jobs on each agent.
     let mut held: Vec<HashSet<u32>> = vec![HashSet::new(); agents.len()];
@@ -246,7 +302,9 @@ pub fn place_round(s: &Arc<Scheduler>) {
         if !r.phase.on_agent() {
             continue;
         }
-        let Some(&a) = r.agent_id.as_deref().and_then(|id| index.get(id)) else { continue };
+        let Some(&a) = r.agent_id.as_deref().and_then(|id| index.get(id)) else {
+            continue;
+        };
         if r.gpu_indexes.is_empty() {
             unstarted[a].push((r.spec.gpus, r.spec.memory_mib, r.lease_id.clone()));
         } else {
@@ -255,7 +313,9 @@ pub fn place_round(s: &Arc<Scheduler>) {
     }
     let mut caps: Vec<AgentCapacity> = Vec::with_capacity(agents.len());
     for (a, view) in agents.iter().enumerate() {
-        let (Some(record), Some(inv)) = (&view.record, &view.inventory) else { continue };
+        let (Some(record), Some(inv)) = (&view.record, &view.inventory) else {
+            continue;
+        };
         let busy = |g: &aitbc_protocol::agent_pb::Gpu| g.busy || held[a].contains(&g.index);
         let mut leases: Vec<LeaseCapacity> = view
             .leases
@@ -269,12 +329,24 @@ pub fn place_round(s: &Arc<Scheduler>) {
                     .map(|g| g.memory_total_mib)
                     .collect();
                 free.sort_unstable();
-                Some(LeaseCapacity { lease_id: l.id.clone(), holder, free_devices: free })
+                Some(LeaseCapacity {
+                    lease_id: l.id.clone(),
+                    holder,
+                    free_devices: free,
+                })
             })
             .collect();
-        let leased: HashSet<u32> = view.leases.iter().flat_map(|l| l.gpu_indexes.iter().copied()).collect();
-        let mut free: Vec<u64> =
-            inv.gpus.iter().filter(|g| !g.leased && !leased.contains(&g.index) && !busy(g)).map(|g| g.memory_total_mib).collect();
+        let leased: HashSet<u32> = view
+            .leases
+            .iter()
+            .flat_map(|l| l.gpu_indexes.iter().copied())
+            .collect();
+        let mut free: Vec<u64> = inv
+            .gpus
+            .iter()
+            .filter(|g| !g.leased && !leased.contains(&g.index) && !busy(g))
+            .map(|g| g.memory_total_mib)
+            .collect();
         free.sort_unstable();
         // Jobs assigned but not started yet: take their modelled devices.
         for (gpus, memory, lease) in &unstarted[a] {
@@ -306,11 +378,16 @@ pub fn place_round(s: &Arc<Scheduler>) {
         if r.phase != Phase::Pending || st.active.contains(&r.job_id) {
             continue;
         }
-        if (r.spec.input_digest.is_some() || r.spec.dataset_digest.is_some()) && !inputs_dir.join(&r.job_id).exists() {
+        if (r.spec.input_digest.is_some() || r.spec.dataset_digest.is_some())
+            && !inputs_dir.join(&r.job_id).exists()
+        {
             waiting_input.push(r.job_id.clone());
             continue;
         }
-        let (Ok(customer), provider) = (r.customer.parse::<Address>(), r.provider.as_deref().map(str::parse::<Address>)) else {
+        let (Ok(customer), provider) = (
+            r.customer.parse::<Address>(),
+            r.provider.as_deref().map(str::parse::<Address>),
+        ) else {
             continue;
         };
         let provider = match provider {
@@ -327,10 +404,16 @@ pub fn place_round(s: &Arc<Scheduler>) {
             memory_mib: r.spec.memory_mib,
             time_limit_secs: r.spec.time_limit_secs,
             waiting_ms: now.saturating_sub(r.first_seen_ms),
-            avoid: r.failed_agents.iter().filter_map(|id| index.get(id.as_str()).copied()).collect(),
+            avoid: r
+                .failed_agents
+                .iter()
+                .filter_map(|id| index.get(id.as_str()).copied())
+                .collect(),
         });
     }
-    s.metrics.queue_length.set((reqs.len() + waiting_input.len()) as i64);
+    s.metrics
+        .queue_length
+        .set((reqs.len() + waiting_input.len()) as i64);
     for id in waiting_input {
         if let Some(r) = st.jobs.get_mut(&id) {
             r.pending_reason = "waiting for the job's input (UploadJobInput)".into();
@@ -339,7 +422,10 @@ pub fn place_round(s: &Arc<Scheduler>) {
     if reqs.is_empty() {
         return;
     }
-    let policy = Policy { aging_ms: s.config.aging.as_millis() as u64, ..Policy::default() };
+    let policy = Policy {
+        aging_ms: s.config.aging.as_millis() as u64,
+        ..Policy::default()
+    };
     let plan = placement::place(&reqs, &caps, &policy);
     let mut start = Vec::new();
     for asg in &plan.assignments {
@@ -362,7 +448,11 @@ pub fn place_round(s: &Arc<Scheduler>) {
         if let Some(r) = st.jobs.get_mut(&ids[u.job]) {
             let tried = !r.failed_agents.is_empty();
             r.pending_reason = if tried && !u.impossible {
-                format!("{} (agents already tried: {})", u.reason, r.failed_agents.join(", "))
+                format!(
+                    "{} (agents already tried: {})",
+                    u.reason,
+                    r.failed_agents.join(", ")
+                )
             } else {
                 u.reason.clone()
             };
@@ -420,11 +510,12 @@ async fn drive_job(s: &Arc<Scheduler>, id: &str, target: Option<String>) -> Resu
                 update(s, id, |r| r.phase = Phase::Pending);
                 return Err(format!("agent {agent_id} disappeared before assignment"));
             };
-            let Some(key) = view.key else { return Err(format!("agent {agent_id} has no key yet")) };
-            if job.status != JobStatus::Assigned || job.assigned_agent != Some(key) {
-                if !assign(s, &job, &view).await? {
-                    return Ok(());
-                }
+            let Some(key) = view.key else {
+                return Err(format!("agent {agent_id} has no key yet"));
+            };
+            let already = job.status == JobStatus::Assigned && job.assigned_agent == Some(key);
+            if !already && !assign(s, &job, &view).await? {
+                return Ok(());
             }
             view
         }
@@ -433,7 +524,13 @@ async fn drive_job(s: &Arc<Scheduler>, id: &str, target: Option<String>) -> Resu
                 update(s, id, |r| r.phase = Phase::Pending);
                 return Ok(());
             }
-            let known = s.state.lock().jobs.get(id).map(|r| r.phase == Phase::Failed).unwrap_or(false);
+            let known = s
+                .state
+                .lock()
+                .jobs
+                .get(id)
+                .map(|r| r.phase == Phase::Failed)
+                .unwrap_or(false);
             let found = job.assigned_agent.and_then(|k| s.registry.by_key(&k));
             match found {
                 Some(view) => {
@@ -446,9 +543,18 @@ async fn drive_job(s: &Arc<Scheduler>, id: &str, target: Option<String>) -> Resu
                     view
                 }
                 None => {
-                    let key = job.assigned_agent.map(|k| k.to_string()).unwrap_or_default();
+                    let key = job
+                        .assigned_agent
+                        .map(|k| k.to_string())
+                        .unwrap_or_default();
                     if !known {
-                        attempt_failed(s, id, None, &format!("assigned agent {key} is not known to this scheduler")).await;
+                        attempt_failed(
+                            s,
+                            id,
+                            None,
+                            &format!("assigned agent {key} is not known to this scheduler"),
+                        )
+                        .await;
                     }
                     return Ok(());
                 }
@@ -460,9 +566,14 @@ async fn drive_job(s: &Arc<Scheduler>, id: &str, target: Option<String>) -> Resu
 
 /// Commits AssignJob; `Ok(false)` when the job should go back to placement.
 async fn assign(s: &Arc<Scheduler>, job: &Job, agent: &AgentView) -> Result<bool, String> {
-    let Some(key) = agent.key else { return Ok(false) };
+    let Some(key) = agent.key else {
+        return Ok(false);
+    };
     update(s, &job.id, |r| r.phase = Phase::Assigning);
-    let action = Action::AssignJob { job_id: job.id.clone(), agent_key: key };
+    let action = Action::AssignJob {
+        job_id: job.id.clone(),
+        agent_key: key,
+    };
     match s.sender.send_and_wait(action, s.config.tx_timeout).await {
         Ok(_) => {}
         Err(ClientError::Rejected(reason)) => {
@@ -511,7 +622,9 @@ async fn assign(s: &Arc<Scheduler>, job: &Job, agent: &AgentView) -> Result<bool
 /// Starts (or finds) the job on its assigned agent and follows it to its receipt.
 async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result<(), String> {
     let mut client = agent.client.clone();
-    let Some(rec) = s.state.lock().jobs.get(id).cloned() else { return Ok(()) };
+    let Some(rec) = s.state.lock().jobs.get(id).cloned() else {
+        return Ok(());
+    };
     let limit = match rec.spec.time_limit_secs {
         0 => Duration::from_secs(3600),
         t => Duration::from_secs(t),
@@ -535,14 +648,25 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
                     Some(l) => s.chain.listing(l).await.map_err(|e| e.to_string())?.runtime,
                     None => Runtime::default(),
                 };
-                let input = if rec.spec.input_digest.is_some() || rec.spec.dataset_digest.is_some() {
-                    std::fs::read(s.store.input_path(id)).map_err(|e| format!("reading the job's input: {e}"))?
+                let input = if rec.spec.input_digest.is_some() || rec.spec.dataset_digest.is_some()
+                {
+                    std::fs::read(s.store.input_path(id))
+                        .map_err(|e| format!("reading the job's input: {e}"))?
                 } else {
                     Vec::new()
                 };
-                let started =
-                    tokio::time::timeout(Duration::from_secs(30), client.run_job(id, &customer, &rec.spec, &runtime, input, rec.lease_id.as_deref()))
-                        .await;
+                let started = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    client.run_job(
+                        id,
+                        &customer,
+                        &rec.spec,
+                        &runtime,
+                        input,
+                        rec.lease_id.as_deref(),
+                    ),
+                )
+                .await;
                 match started {
                     Ok(Ok(resp)) => {
                         s.metrics.dispatched.inc();
@@ -555,9 +679,19 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
                         break;
                     }
                     Ok(Err(st)) if st.code() == Code::AlreadyExists => continue,
-                    Ok(Err(st)) if matches!(st.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown) => {}
+                    Ok(Err(st))
+                        if matches!(
+                            st.code(),
+                            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+                        ) => {}
                     Ok(Err(st)) => {
-                        attempt_failed(s, id, Some(agent), &format!("agent refused the job: {}", st.message())).await;
+                        attempt_failed(
+                            s,
+                            id,
+                            Some(agent),
+                            &format!("agent refused the job: {}", st.message()),
+                        )
+                        .await;
                         return Ok(());
                     }
                     Err(_) => {}
@@ -566,7 +700,13 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
             Ok(Err(_)) | Err(_) => {}
         }
         if s.registry.is_lost(&agent.agent_id) || Instant::now() > give_up {
-            attempt_failed(s, id, Some(agent), &format!("agent {} lost before the job started", agent.agent_id)).await;
+            attempt_failed(
+                s,
+                id,
+                Some(agent),
+                &format!("agent {} lost before the job started", agent.agent_id),
+            )
+            .await;
             return Ok(());
         }
         if terminal_now(s, id) {
@@ -580,7 +720,9 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
             cancel_on_agent(s, id).await;
             return Ok(());
         }
-        if let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(5), client.watch_job(id)).await {
+        if let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(5), client.watch_job(id)).await
+        {
             loop {
                 let next = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
                 match next {
@@ -596,7 +738,10 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
                     Ok(Ok(None)) => break,
                     Ok(Err(_)) => break,
                     Err(_) => {
-                        if terminal_now(s, id) || Instant::now() > give_up || s.registry.is_lost(&agent.agent_id) {
+                        if terminal_now(s, id)
+                            || Instant::now() > give_up
+                            || s.registry.is_lost(&agent.agent_id)
+                        {
                             break;
                         }
                     }
@@ -605,23 +750,44 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
         }
         match tokio::time::timeout(Duration::from_secs(5), client.get_job(id)).await {
             Ok(Ok(res)) if !res.receipt.is_empty() => {
-                let receipt = aitbc_gpu_agent::client::decode_receipt(&res.receipt).map_err(|e| e.message().to_string())?;
+                let receipt = aitbc_gpu_agent::client::decode_receipt(&res.receipt)
+                    .map_err(|e| e.message().to_string())?;
                 return handle_receipt(s, id, agent, receipt).await;
             }
             Ok(Ok(_)) => {}
             Ok(Err(st)) if st.code() == Code::NotFound => {
-                attempt_failed(s, id, Some(agent), &format!("agent {} no longer knows the job", agent.agent_id)).await;
+                attempt_failed(
+                    s,
+                    id,
+                    Some(agent),
+                    &format!("agent {} no longer knows the job", agent.agent_id),
+                )
+                .await;
                 return Ok(());
             }
-            Ok(Err(_)) | Err(_) => s.registry.note_failure(&agent.agent_id, "job status call failed"),
+            Ok(Err(_)) | Err(_) => s
+                .registry
+                .note_failure(&agent.agent_id, "job status call failed"),
         }
         if s.registry.is_lost(&agent.agent_id) {
-            attempt_failed(s, id, Some(agent), &format!("agent {} lost while running the job", agent.agent_id)).await;
+            attempt_failed(
+                s,
+                id,
+                Some(agent),
+                &format!("agent {} lost while running the job", agent.agent_id),
+            )
+            .await;
             return Ok(());
         }
         if Instant::now() > give_up {
             cancel_on_agent(s, id).await;
-            attempt_failed(s, id, Some(agent), "no result within the time limit plus grace").await;
+            attempt_failed(
+                s,
+                id,
+                Some(agent),
+                "no result within the time limit plus grace",
+            )
+            .await;
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -629,12 +795,25 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
 }
 
 fn terminal_now(s: &Scheduler, id: &str) -> bool {
-    s.state.lock().jobs.get(id).map(|r| r.phase.terminal()).unwrap_or(true)
+    s.state
+        .lock()
+        .jobs
+        .get(id)
+        .map(|r| r.phase.terminal())
+        .unwrap_or(true)
 }
 
-async fn handle_receipt(s: &Arc<Scheduler>, id: &str, agent: &AgentView, receipt: SignedJobReceipt) -> Result<(), String> {
+async fn handle_receipt(
+    s: &Arc<Scheduler>,
+    id: &str,
+    agent: &AgentView,
+    receipt: SignedJobReceipt,
+) -> Result<(), String> {
     let ok = receipt.receipt.success;
-    let (attempts, max) = (s.state.lock().jobs.get(id).map(|r| r.attempts).unwrap_or(0), s.config.max_attempts);
+    let (attempts, max) = (
+        s.state.lock().jobs.get(id).map(|r| r.attempts).unwrap_or(0),
+        s.config.max_attempts,
+    );
     tracing::info!(job = %id, agent = %agent.agent_id, success = ok, message = %receipt.receipt.message, "receipt");
     update(s, id, |r| {
         r.result_digest = receipt.receipt.output_digest.to_hex();
@@ -647,7 +826,16 @@ async fn handle_receipt(s: &Arc<Scheduler>, id: &str, agent: &AgentView, receipt
         }
     });
     if !ok && attempts < max {
-        attempt_failed(s, id, Some(agent), &format!("job failed on {}: {}", agent.agent_id, receipt.receipt.message)).await;
+        attempt_failed(
+            s,
+            id,
+            Some(agent),
+            &format!(
+                "job failed on {}: {}",
+                agent.agent_id, receipt.receipt.message
+            ),
+        )
+        .await;
         return Ok(());
     }
     report(s, id, receipt).await?;
@@ -681,8 +869,10 @@ async fn attempt_failed(s: &Arc<Scheduler>, id: &str, agent: Option<&AgentView>,
             r.pending_reason = format!("retrying after: {why}");
         } else {
             r.phase = Phase::Failed;
-            r.pending_reason =
-                format!("gave up after {} attempt(s) ({why}); refunded once the deadline height {} passes", r.attempts, r.deadline_height);
+            r.pending_reason = format!(
+                "gave up after {} attempt(s) ({why}); refunded once the deadline height {} passes",
+                r.attempts, r.deadline_height
+            );
         }
     });
     if retry {
@@ -692,13 +882,20 @@ async fn attempt_failed(s: &Arc<Scheduler>, id: &str, agent: Option<&AgentView>,
 }
 
 async fn report(s: &Arc<Scheduler>, id: &str, receipt: SignedJobReceipt) -> Result<(), String> {
-    match s.sender.send_and_wait(Action::ReportResult { receipt }, s.config.tx_timeout).await {
+    match s
+        .sender
+        .send_and_wait(Action::ReportResult { receipt }, s.config.tx_timeout)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) => {
             let job = s.chain.job(id).await.map_err(|e| e.to_string())?;
             sync_record(s, &job);
             match job.status {
-                JobStatus::Succeeded | JobStatus::Failed | JobStatus::Settled | JobStatus::Refunded => Ok(()),
+                JobStatus::Succeeded
+                | JobStatus::Failed
+                | JobStatus::Settled
+                | JobStatus::Refunded => Ok(()),
                 _ => Err(format!("ReportResult: {e}")),
             }
         }
@@ -707,7 +904,11 @@ async fn report(s: &Arc<Scheduler>, id: &str, receipt: SignedJobReceipt) -> Resu
 
 /// SettleJob; a job already settled counts as done.
 pub async fn settle(s: &Arc<Scheduler>, id: &str) -> Result<(), String> {
-    match s.sender.send_and_wait(Action::SettleJob { job_id: id.into() }, s.config.tx_timeout).await {
+    match s
+        .sender
+        .send_and_wait(Action::SettleJob { job_id: id.into() }, s.config.tx_timeout)
+        .await
+    {
         Ok(c) => {
             s.metrics.settled.inc();
             tracing::info!(job = %id, tx = %c.hash, "settled");
@@ -731,7 +932,11 @@ pub async fn settle(s: &Arc<Scheduler>, id: &str) -> Result<(), String> {
 
 /// RefundJob; a job already refunded (or settled) counts as done.
 pub async fn refund(s: &Arc<Scheduler>, id: &str) -> Result<(), String> {
-    match s.sender.send_and_wait(Action::RefundJob { job_id: id.into() }, s.config.tx_timeout).await {
+    match s
+        .sender
+        .send_and_wait(Action::RefundJob { job_id: id.into() }, s.config.tx_timeout)
+        .await
+    {
         Ok(c) => {
             s.metrics.refunds.inc();
             tracing::info!(job = %id, tx = %c.hash, "refunded");
@@ -767,28 +972,48 @@ pub async fn cancel_on_agent(s: &Scheduler, id: &str) {
 /// Lease terms from a gpu-rental listing's parameters: `gpus` (default 1), `memory_mib`
 /// (default 0), `duration_secs` or `hours` (default 1 hour).
 pub fn lease_terms(params: &[(String, String)]) -> (u32, u64, u64) {
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string());
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_string())
+    };
     let gpus = get("gpus").and_then(|v| v.parse().ok()).unwrap_or(1);
     let mem = get("memory_mib").and_then(|v| v.parse().ok()).unwrap_or(0);
     let secs = get("duration_secs")
         .and_then(|v| v.parse().ok())
-        .or_else(|| get("hours").and_then(|v| v.parse::<u64>().ok()).map(|h| h.saturating_mul(3600)))
+        .or_else(|| {
+            get("hours")
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|h| h.saturating_mul(3600))
+        })
         .unwrap_or(3600);
     (gpus, mem, secs)
 }
 
 /// Turns accepted gpu-rental bids into leases on the provider's agent.
 async fn make_leases(s: &Arc<Scheduler>) {
-    let pending: Vec<(String, String)> = s.state.lock().pending_leases.iter().map(|(b, l)| (b.clone(), l.clone())).collect();
+    let pending: Vec<(String, String)> = s
+        .state
+        .lock()
+        .pending_leases
+        .iter()
+        .map(|(b, l)| (b.clone(), l.clone()))
+        .collect();
     for (bid_id, listing_id) in pending {
-        let (bid, listing) = match (s.chain.bid(&bid_id).await, s.chain.listing(&listing_id).await) {
+        let (bid, listing) = match (
+            s.chain.bid(&bid_id).await,
+            s.chain.listing(&listing_id).await,
+        ) {
             (Ok(b), Ok(l)) => (b, l),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(bid = %bid_id, error = %e, "reading a rental bid failed");
                 continue;
             }
         };
-        if listing.service_type != ServiceType::GpuRental || bid.status != aitbc_protocol::model::BidStatus::Accepted {
+        if listing.service_type != ServiceType::GpuRental
+            || bid.status != aitbc_protocol::model::BidStatus::Accepted
+        {
             s.state.lock().pending_leases.remove(&bid_id);
             s.mark_dirty();
             continue;
@@ -798,27 +1023,50 @@ async fn make_leases(s: &Arc<Scheduler>) {
             .registry
             .snapshot()
             .into_iter()
-            .filter(|a| a.placeable() && a.record.as_ref().map(|r| r.serves.serves(&listing.owner)).unwrap_or(false))
+            .filter(|a| {
+                a.placeable()
+                    && a.record
+                        .as_ref()
+                        .map(|r| r.serves.serves(&listing.owner))
+                        .unwrap_or(false)
+            })
             .collect();
         // The provider's own agents first.
-        candidates.sort_by_key(|a| a.record.as_ref().map(|r| r.owner != listing.owner).unwrap_or(true));
+        candidates.sort_by_key(|a| {
+            a.record
+                .as_ref()
+                .map(|r| r.owner != listing.owner)
+                .unwrap_or(true)
+        });
         for a in candidates {
             let mut c = a.client.clone();
             let holder = bid.bidder.to_string();
-            match tokio::time::timeout(Duration::from_secs(5), c.allocate_lease(&holder, gpus, mem, secs, Some(&bid_id))).await {
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                c.allocate_lease(&holder, gpus, mem, secs, Some(&bid_id)),
+            )
+            .await
+            {
                 Ok(Ok(lease)) => {
                     tracing::info!(bid = %bid_id, agent = %a.agent_id, lease = %lease.id, "lease allocated for an accepted rental bid");
                     let mut st = s.state.lock();
                     st.pending_leases.remove(&bid_id);
                     st.leases.insert(
                         bid_id.clone(),
-                        LeaseRecord { bid_id: bid_id.clone(), holder, agent_id: a.agent_id.clone(), lease_id: lease.id },
+                        LeaseRecord {
+                            bid_id: bid_id.clone(),
+                            holder,
+                            agent_id: a.agent_id.clone(),
+                            lease_id: lease.id,
+                        },
                     );
                     drop(st);
                     s.mark_dirty();
                     break;
                 }
-                Ok(Err(e)) => tracing::debug!(bid = %bid_id, agent = %a.agent_id, error = %e.message(), "lease not possible here"),
+                Ok(Err(e)) => {
+                    tracing::debug!(bid = %bid_id, agent = %a.agent_id, error = %e.message(), "lease not possible here")
+                }
                 Err(_) => {}
             }
         }
@@ -832,9 +1080,16 @@ mod tests {
     #[test]
     fn lease_terms_from_listing_parameters() {
         assert_eq!(lease_terms(&[]), (1, 0, 3600));
-        let p = vec![("gpus".to_string(), "2".to_string()), ("hours".to_string(), "3".to_string()), ("memory_mib".into(), "100".into())];
+        let p = vec![
+            ("gpus".to_string(), "2".to_string()),
+            ("hours".to_string(), "3".to_string()),
+            ("memory_mib".into(), "100".into()),
+        ];
         assert_eq!(lease_terms(&p), (2, 100, 10800));
-        let p = vec![("duration_secs".to_string(), "60".to_string()), ("gpus".to_string(), "x".to_string())];
+        let p = vec![
+            ("duration_secs".to_string(), "60".to_string()),
+            ("gpus".to_string(), "x".to_string()),
+        ];
         assert_eq!(lease_terms(&p), (1, 0, 60));
     }
 }

@@ -98,7 +98,11 @@ async fn apply_event(s: &Arc<Scheduler>, ev: &Event, tx_hash: &Hash) {
             r.chain_status = "assigned".into();
             r.agent_key = Some(agent_key.to_string());
         }),
-        Event::ResultReported { job_id, success, output_digest } => update(s, job_id, |r| {
+        Event::ResultReported {
+            job_id,
+            success,
+            output_digest,
+        } => update(s, job_id, |r| {
             r.chain_status = if *success { "succeeded" } else { "failed" }.into();
             r.result_digest = output_digest.to_hex();
         }),
@@ -108,7 +112,13 @@ async fn apply_event(s: &Arc<Scheduler>, ev: &Event, tx_hash: &Hash) {
             r.settlement_tx = Some(tx_hash.to_hex());
         }),
         Event::JobRefunded { job_id, .. } => {
-            let on_agent = s.state.lock().jobs.get(job_id).map(|r| r.phase.on_agent()).unwrap_or(false);
+            let on_agent = s
+                .state
+                .lock()
+                .jobs
+                .get(job_id)
+                .map(|r| r.phase.on_agent())
+                .unwrap_or(false);
             update(s, job_id, |r| {
                 r.chain_status = "refunded".into();
                 r.phase = Phase::Refunded;
@@ -124,10 +134,15 @@ async fn apply_event(s: &Arc<Scheduler>, ev: &Event, tx_hash: &Hash) {
         Event::BidAccepted { bid_id, listing_id } => match s.chain.listing(listing_id).await {
             Ok(l) if l.service_type == ServiceType::GpuRental => {
                 tracing::info!(bid = %bid_id, listing = %listing_id, "rental bid accepted; leasing GPUs");
-                s.state.lock().pending_leases.insert(bid_id.clone(), listing_id.clone());
+                s.state
+                    .lock()
+                    .pending_leases
+                    .insert(bid_id.clone(), listing_id.clone());
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(bid = %bid_id, error = %e, "reading an accepted bid's listing failed"),
+            Err(e) => {
+                tracing::warn!(bid = %bid_id, error = %e, "reading an accepted bid's listing failed")
+            }
         },
         Event::AgentRegistered { agent_key, owner } => {
             tracing::info!(agent = %agent_key, %owner, "agent registered on chain");

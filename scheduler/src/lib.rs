@@ -52,7 +52,10 @@ pub enum SchedulerError {
     #[error(transparent)]
     Chain(#[from] ClientError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("serving: {0}")]
     Serve(String),
 }
@@ -82,11 +85,16 @@ pub struct Scheduler {
 impl Scheduler {
     /// Connects to the chain, loads the state directory and builds the shared scheduler. Call
     /// [`Scheduler::run`] to start it, and [`api::serve`] for the control API.
-    pub async fn new(config: SchedulerConfig, source: Arc<dyn AgentSource>) -> Result<Arc<Scheduler>, SchedulerError> {
+    pub async fn new(
+        config: SchedulerConfig,
+        source: Arc<dyn AgentSource>,
+    ) -> Result<Arc<Scheduler>, SchedulerError> {
         let key = Keypair::from_secret_hex(config.key_hex.trim())
             .map_err(|e| SchedulerError::Config(format!("scheduler key: {e}")))?;
         if config.max_attempts == 0 {
-            return Err(SchedulerError::Config("max attempts must be at least 1".into()));
+            return Err(SchedulerError::Config(
+                "max attempts must be at least 1".into(),
+            ));
         }
         let chain = ChainClient::connect(&config.chain_endpoint).await?;
         let status = chain.status().await?;
@@ -98,7 +106,10 @@ impl Scheduler {
                 status.schedulers.join(", ")
             )));
         }
-        let fee = status.min_fee.parse::<Amount>().map_err(|e| SchedulerError::Config(format!("node min fee: {e}")))?;
+        let fee = status
+            .min_fee
+            .parse::<Amount>()
+            .map_err(|e| SchedulerError::Config(format!("node min fee: {e}")))?;
         let store = StateStore::open(&config.state_dir)?;
         let state = store.load()?;
         tracing::info!(address = %me, next_height = state.next_height, jobs = state.jobs.len(), "scheduler state loaded");
@@ -145,7 +156,10 @@ impl Scheduler {
     }
 
     /// Runs the scheduler's loops until `shutdown` resolves; the state is flushed on the way out.
-    pub async fn run(self: &Arc<Self>, shutdown: impl Future<Output = ()>) -> Result<(), SchedulerError> {
+    pub async fn run(
+        self: &Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), SchedulerError> {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(follow::run(self.clone()));
         tasks.spawn(dispatch::registry_loop(self.clone()));
@@ -186,17 +200,24 @@ pub async fn run(
     };
     let mut servers = tokio::task::JoinSet::new();
     if let Some(addr) = sched.config.listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SchedulerError::Listen { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| SchedulerError::Listen { addr, source })?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "control API listening");
         servers.spawn(api::serve(sched.clone(), listener, stopped()));
     }
     if let Some(addr) = sched.config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SchedulerError::Listen { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| SchedulerError::Listen { addr, source })?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listening");
         let router = metrics::router(sched.metrics.clone());
         let stop = stopped();
         servers.spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(stop).await.map_err(|e| SchedulerError::Serve(e.to_string()))
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(|e| SchedulerError::Serve(e.to_string()))
         });
     }
     let result = sched.run(shutdown).await;

@@ -48,7 +48,11 @@ struct RunArgs {
     #[arg(long, default_value = "127.0.0.1:9180")]
     metrics_listen: SocketAddr,
     /// State directory (state.json, inputs/).
-    #[arg(long, env = "AITBC_SCHEDULER_STATE_DIR", default_value = "/var/lib/aitbc-scheduler")]
+    #[arg(
+        long,
+        env = "AITBC_SCHEDULER_STATE_DIR",
+        default_value = "/var/lib/aitbc-scheduler"
+    )]
     state_dir: PathBuf,
     /// Dispatch attempts per job before it is refunded.
     #[arg(long, default_value_t = 3)]
@@ -71,11 +75,16 @@ struct RunArgs {
 }
 
 fn parse_agent(s: &str) -> Result<AgentEndpoint> {
-    let (id, url) = s.split_once('=').with_context(|| format!("--agent takes ID=URL, got {s:?}"))?;
+    let (id, url) = s
+        .split_once('=')
+        .with_context(|| format!("--agent takes ID=URL, got {s:?}"))?;
     if id.trim().is_empty() || url.trim().is_empty() {
         bail!("--agent takes ID=URL, got {s:?}");
     }
-    Ok(AgentEndpoint { agent_id: id.trim().into(), endpoint: url.trim().into() })
+    Ok(AgentEndpoint {
+        agent_id: id.trim().into(),
+        endpoint: url.trim().into(),
+    })
 }
 
 async fn shutdown_signal() {
@@ -97,14 +106,23 @@ async fn shutdown_signal() {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     let Command::Run(a) = cli.command;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if a.log_json {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let agents = a.agents.iter().map(|s| parse_agent(s)).collect::<Result<Vec<_>>>()?;
-    let key_hex = std::fs::read_to_string(&a.key_file).with_context(|| format!("cannot read key file {}", a.key_file.display()))?;
+    let agents = a
+        .agents
+        .iter()
+        .map(|s| parse_agent(s))
+        .collect::<Result<Vec<_>>>()?;
+    let key_hex = std::fs::read_to_string(&a.key_file)
+        .with_context(|| format!("cannot read key file {}", a.key_file.display()))?;
     let mut config = SchedulerConfig::new(a.chain, key_hex.trim(), a.state_dir);
     config.listen = Some(a.listen);
     config.metrics_listen = Some(a.metrics_listen);

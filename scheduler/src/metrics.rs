@@ -66,21 +66,57 @@ impl Metrics {
             latencies_ms: Mutex::new(VecDeque::new()),
             started: std::time::Instant::now(),
         };
-        registry.register("queue_length", "Jobs waiting for placement", m.queue_length.clone());
-        registry.register("jobs", "Jobs known to the scheduler by phase", m.jobs_by_phase.clone());
+        registry.register(
+            "queue_length",
+            "Jobs waiting for placement",
+            m.queue_length.clone(),
+        );
+        registry.register(
+            "jobs",
+            "Jobs known to the scheduler by phase",
+            m.jobs_by_phase.clone(),
+        );
         registry.register(
             "placement_latency_seconds",
             "From the job's submission being seen to its AssignJob being committed",
             m.placement_latency.clone(),
         );
-        registry.register("dispatched", "Jobs started on an agent", m.dispatched.clone());
-        registry.register("dispatch_failures", "Attempts that failed (agent refused, failed, lost)", m.dispatch_failures.clone());
-        registry.register("retries", "Re-placements after a failed attempt", m.retries.clone());
-        registry.register("settled", "SettleJob transactions committed by the scheduler", m.settled.clone());
-        registry.register("refunds", "RefundJob transactions committed by the scheduler", m.refunds.clone());
+        registry.register(
+            "dispatched",
+            "Jobs started on an agent",
+            m.dispatched.clone(),
+        );
+        registry.register(
+            "dispatch_failures",
+            "Attempts that failed (agent refused, failed, lost)",
+            m.dispatch_failures.clone(),
+        );
+        registry.register(
+            "retries",
+            "Re-placements after a failed attempt",
+            m.retries.clone(),
+        );
+        registry.register(
+            "settled",
+            "SettleJob transactions committed by the scheduler",
+            m.settled.clone(),
+        );
+        registry.register(
+            "refunds",
+            "RefundJob transactions committed by the scheduler",
+            m.refunds.clone(),
+        );
         registry.register("agents", "Agents discovered", m.agents_total.clone());
-        registry.register("agents_healthy", "Agents answering health checks", m.agents_healthy.clone());
-        registry.register("last_height", "Last chain height processed", m.last_height.clone());
+        registry.register(
+            "agents_healthy",
+            "Agents answering health checks",
+            m.agents_healthy.clone(),
+        );
+        registry.register(
+            "last_height",
+            "Last chain height processed",
+            m.last_height.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -105,7 +141,11 @@ impl Metrics {
 
     pub fn set_phases(&self, counts: &[(Phase, u64)]) {
         for (p, c) in counts {
-            self.jobs_by_phase.get_or_create(&PhaseLabels { phase: p.as_str().into() }).set(*c as i64);
+            self.jobs_by_phase
+                .get_or_create(&PhaseLabels {
+                    phase: p.as_str().into(),
+                })
+                .set(*c as i64);
         }
     }
 
@@ -142,7 +182,10 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         m.render(),
     )
 }
@@ -163,7 +206,10 @@ mod tests {
         m.set_phases(&[(Phase::Pending, 3)]);
         let text = m.render();
         assert!(text.contains("aitbc_scheduler_queue_length 3"), "{text}");
-        assert!(text.contains("aitbc_scheduler_placement_latency_seconds"), "{text}");
+        assert!(
+            text.contains("aitbc_scheduler_placement_latency_seconds"),
+            "{text}"
+        );
         assert!(text.contains("phase=\"pending\""), "{text}");
     }
 }

@@ -100,7 +100,10 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { aging_ms: 30_000, max_reservations: 16 }
+        Policy {
+            aging_ms: 30_000,
+            max_reservations: 16,
+        }
     }
 }
 
@@ -118,7 +121,9 @@ pub fn choose_window(free: &[u64], n: usize, memory_mib: u64) -> Option<usize> {
         return Some(0);
     }
     for s in 1..=free.len() - n {
-        sum = sum.saturating_sub(free[s - 1]).saturating_add(free[s + n - 1]);
+        sum = sum
+            .saturating_sub(free[s - 1])
+            .saturating_add(free[s + n - 1]);
         if sum >= memory_mib {
             return Some(s);
         }
@@ -254,7 +259,10 @@ pub fn place(jobs: &[JobRequest], agents: &[AgentCapacity], policy: &Policy) -> 
         let mut avoided: Option<usize> = None;
         'search: for bucket in buckets.iter().skip(n) {
             for &a in bucket {
-                if reserved[a] || !eligible(job, &agents[a]) || !fits(&free[a], job.gpus, job.memory_mib) {
+                if reserved[a]
+                    || !eligible(job, &agents[a])
+                    || !fits(&free[a], job.gpus, job.memory_mib)
+                {
                     continue;
                 }
                 if job.avoid.contains(&a) {
@@ -278,7 +286,12 @@ pub fn place(jobs: &[JobRequest], agents: &[AgentCapacity], policy: &Policy) -> 
             }
             pos[a] = buckets[free[a].len()].len();
             buckets[free[a].len()].push(a);
-            plan.assignments.push(Assignment { job: ji, agent: a, lease_id: None, devices });
+            plan.assignments.push(Assignment {
+                job: ji,
+                agent: a,
+                lease_id: None,
+                devices,
+            });
             continue;
         }
         // 3. Not placed: why, and reserve for an aged job. Whether any eligible agent could
@@ -309,7 +322,11 @@ pub fn place(jobs: &[JobRequest], agents: &[AgentCapacity], policy: &Policy) -> 
             })
         });
         if let Some(reason) = impossible {
-            plan.unplaced.push(Unplaced { job: ji, reason: reason.clone(), impossible: true });
+            plan.unplaced.push(Unplaced {
+                job: ji,
+                reason: reason.clone(),
+                impossible: true,
+            });
             continue;
         }
         let aged = job.waiting_ms >= policy.aging_ms;
@@ -320,7 +337,11 @@ pub fn place(jobs: &[JobRequest], agents: &[AgentCapacity], policy: &Policy) -> 
         if aged && plan.reserved.len() < policy.max_reservations {
             // Reserve the candidate with the most free devices (the one that drains soonest).
             if let Some(a) = (0..agents.len())
-                .filter(|&a| !reserved[a] && eligible(job, &agents[a]) && fits(&all_devices[a], job.gpus, job.memory_mib))
+                .filter(|&a| {
+                    !reserved[a]
+                        && eligible(job, &agents[a])
+                        && fits(&all_devices[a], job.gpus, job.memory_mib)
+                })
                 .max_by_key(|&a| (free[a].len(), std::cmp::Reverse(a)))
             {
                 reserved[a] = true;
@@ -328,7 +349,11 @@ pub fn place(jobs: &[JobRequest], agents: &[AgentCapacity], policy: &Policy) -> 
                 reason.push_str(&format!("; agent #{a} is reserved for it"));
             }
         }
-        plan.unplaced.push(Unplaced { job: ji, reason, impossible: false });
+        plan.unplaced.push(Unplaced {
+            job: ji,
+            reason,
+            impossible: false,
+        });
     }
     plan
 }
@@ -353,7 +378,14 @@ mod tests {
         }
     }
 
-    fn job(id: &str, customer: u8, provider: Option<u8>, gpus: u32, mem: u64, waiting_ms: u64) -> JobRequest {
+    fn job(
+        id: &str,
+        customer: u8,
+        provider: Option<u8>,
+        gpus: u32,
+        mem: u64,
+        waiting_ms: u64,
+    ) -> JobRequest {
         JobRequest {
             job_id: id.into(),
             customer: addr(customer),
@@ -371,20 +403,35 @@ mod tests {
         let mut a0 = agent(1, Serves::AnyProvider, 2, 16384);
         a0.free_devices = vec![16384];
         let a1 = agent(1, Serves::AnyProvider, 2, 16384);
-        let plan = place(&[job("j", 9, None, 2, 8192, 0)], &[a0, a1], &Policy::default());
+        let plan = place(
+            &[job("j", 9, None, 2, 8192, 0)],
+            &[a0, a1],
+            &Policy::default(),
+        );
         assert_eq!(plan.assignments.len(), 1);
         assert_eq!(plan.assignments[0].agent, 1);
     }
 
     #[test]
     fn job_larger_than_any_agent_stays_pending_with_reason() {
-        let agents = vec![agent(1, Serves::AnyProvider, 2, 16384), agent(2, Serves::AnyProvider, 2, 16384)];
+        let agents = vec![
+            agent(1, Serves::AnyProvider, 2, 16384),
+            agent(2, Serves::AnyProvider, 2, 16384),
+        ];
         let plan = place(&[job("big", 9, None, 4, 1, 0)], &agents, &Policy::default());
         assert!(plan.assignments.is_empty());
         assert!(plan.unplaced[0].impossible);
-        assert!(plan.unplaced[0].reason.contains("needs 4 GPU(s)"), "{}", plan.unplaced[0].reason);
+        assert!(
+            plan.unplaced[0].reason.contains("needs 4 GPU(s)"),
+            "{}",
+            plan.unplaced[0].reason
+        );
         // Memory too: 2 GPUs of 16 GiB cannot hold 40 GiB.
-        let plan = place(&[job("mem", 9, None, 2, 40_000, 0)], &agents, &Policy::default());
+        let plan = place(
+            &[job("mem", 9, None, 2, 40_000, 0)],
+            &agents,
+            &Policy::default(),
+        );
         assert!(plan.unplaced[0].impossible);
     }
 
@@ -394,11 +441,19 @@ mod tests {
             agent(5, Serves::Providers(vec![addr(5)]), 4, 1000),
             agent(6, Serves::Providers(vec![addr(6)]), 1, 1000),
         ];
-        let plan = place(&[job("a", 9, Some(6), 1, 0, 0), job("b", 9, Some(6), 1, 0, 0)], &agents, &Policy::default());
+        let plan = place(
+            &[job("a", 9, Some(6), 1, 0, 0), job("b", 9, Some(6), 1, 0, 0)],
+            &agents,
+            &Policy::default(),
+        );
         assert_eq!(plan.assignments.len(), 1);
         assert_eq!(plan.assignments[0].agent, 1);
         assert!(!plan.unplaced[0].impossible);
-        let plan = place(&[job("c", 9, Some(7), 1, 0, 0)], &agents, &Policy::default());
+        let plan = place(
+            &[job("c", 9, Some(7), 1, 0, 0)],
+            &agents,
+            &Policy::default(),
+        );
         assert!(plan.unplaced[0].reason.contains("no agent serves provider"));
     }
 
@@ -407,19 +462,34 @@ mod tests {
         let mut small = agent(1, Serves::AnyProvider, 4, 1000);
         small.free_devices = vec![1000];
         let big = agent(1, Serves::AnyProvider, 4, 1000);
-        let plan = place(&[job("one", 9, None, 1, 0, 0), job("four", 8, None, 4, 0, 0)], &[big, small], &Policy::default());
+        let plan = place(
+            &[job("one", 9, None, 1, 0, 0), job("four", 8, None, 4, 0, 0)],
+            &[big, small],
+            &Policy::default(),
+        );
         assert_eq!(plan.assignments.len(), 2);
         let one = plan.assignments.iter().find(|a| a.job == 0).unwrap();
-        assert_eq!(one.agent, 1, "the 1-GPU job takes the agent with one free GPU");
+        assert_eq!(
+            one.agent, 1,
+            "the 1-GPU job takes the agent with one free GPU"
+        );
     }
 
     #[test]
     fn customer_lease_is_used_first() {
         let mut a0 = agent(1, Serves::AnyProvider, 4, 1000);
         a0.free_devices = vec![1000, 1000];
-        a0.leases = vec![LeaseCapacity { lease_id: "bid-1".into(), holder: addr(9), free_devices: vec![1000, 1000] }];
+        a0.leases = vec![LeaseCapacity {
+            lease_id: "bid-1".into(),
+            holder: addr(9),
+            free_devices: vec![1000, 1000],
+        }];
         let a1 = agent(1, Serves::AnyProvider, 4, 1000);
-        let plan = place(&[job("j", 9, None, 2, 0, 0), job("k", 8, None, 2, 0, 0)], &[a0, a1], &Policy::default());
+        let plan = place(
+            &[job("j", 9, None, 2, 0, 0), job("k", 8, None, 2, 0, 0)],
+            &[a0, a1],
+            &Policy::default(),
+        );
         let j = plan.assignments.iter().find(|a| a.job == 0).unwrap();
         assert_eq!(j.lease_id.as_deref(), Some("bid-1"));
         let k = plan.assignments.iter().find(|a| a.job == 1).unwrap();
@@ -428,7 +498,10 @@ mod tests {
 
     #[test]
     fn avoided_agent_used_only_when_nothing_else_fits() {
-        let agents = vec![agent(1, Serves::AnyProvider, 1, 1000), agent(1, Serves::AnyProvider, 1, 1000)];
+        let agents = vec![
+            agent(1, Serves::AnyProvider, 1, 1000),
+            agent(1, Serves::AnyProvider, 1, 1000),
+        ];
         let mut j = job("j", 9, None, 1, 0, 0);
         j.avoid = vec![0];
         let plan = place(std::slice::from_ref(&j), &agents, &Policy::default());
@@ -440,18 +513,30 @@ mod tests {
     #[test]
     fn customers_are_interleaved() {
         let agents = vec![agent(1, Serves::AnyProvider, 2, 1000)];
-        let mut jobs: Vec<JobRequest> = (0..5).map(|i| job(&format!("a{i}"), 1, None, 1, 0, 1000 + i)).collect();
+        let mut jobs: Vec<JobRequest> = (0..5)
+            .map(|i| job(&format!("a{i}"), 1, None, 1, 0, 1000 + i))
+            .collect();
         jobs.push(job("b0", 2, None, 1, 0, 10));
         let plan = place(&jobs, &agents, &Policy::default());
-        let placed: Vec<&str> = plan.assignments.iter().map(|a| jobs[a.job].job_id.as_str()).collect();
-        assert!(placed.contains(&"b0"), "customer 2 gets one of the two GPUs: {placed:?}");
+        let placed: Vec<&str> = plan
+            .assignments
+            .iter()
+            .map(|a| jobs[a.job].job_id.as_str())
+            .collect();
+        assert!(
+            placed.contains(&"b0"),
+            "customer 2 gets one of the two GPUs: {placed:?}"
+        );
     }
 
     /// Simulation: a 2-GPU job on one 2-GPU agent, while 1-GPU jobs of other customers arrive
     /// every round and run for two rounds. Aging reserves the agent; the big job runs.
     #[test]
     fn big_job_is_not_starved_by_a_stream_of_small_ones() {
-        let policy = Policy { aging_ms: 5, max_reservations: 4 };
+        let policy = Policy {
+            aging_ms: 5,
+            max_reservations: 4,
+        };
         let mut running: Vec<(u64, u32)> = vec![]; // (ends at round, gpus)
         let mut pending: Vec<JobRequest> = vec![job("big", 1, None, 2, 0, 0)];
         let mut next = 0u64;
@@ -463,7 +548,14 @@ mod tests {
             // Two small jobs arrive every round.
             for _ in 0..2 {
                 next += 1;
-                pending.push(job(&format!("s{next}"), (2 + next % 5) as u8, None, 1, 0, 0));
+                pending.push(job(
+                    &format!("s{next}"),
+                    (2 + next % 5) as u8,
+                    None,
+                    1,
+                    0,
+                    0,
+                ));
             }
             let plan = place(&pending, &[a], &policy);
             let mut done = vec![];
@@ -487,12 +579,25 @@ mod tests {
     }
 
     fn arb_agent() -> impl Strategy<Value = AgentCapacity> {
-        (1u8..4, 0usize..5, prop::bool::ANY, proptest::collection::vec(prop::sample::select(vec![8192u64, 16384, 40960]), 0..6))
+        (
+            1u8..4,
+            0usize..5,
+            prop::bool::ANY,
+            proptest::collection::vec(prop::sample::select(vec![8192u64, 16384, 40960]), 0..6),
+        )
             .prop_map(|(owner, used, any, devices)| {
-                let free_devices: Vec<u64> = devices.iter().skip(used.min(devices.len())).copied().collect();
+                let free_devices: Vec<u64> = devices
+                    .iter()
+                    .skip(used.min(devices.len()))
+                    .copied()
+                    .collect();
                 AgentCapacity {
                     owner: addr(owner),
-                    serves: if any { Serves::AnyProvider } else { Serves::Providers(vec![addr(owner)]) },
+                    serves: if any {
+                        Serves::AnyProvider
+                    } else {
+                        Serves::Providers(vec![addr(owner)])
+                    },
                     devices,
                     free_devices,
                     leases: vec![],
@@ -501,10 +606,17 @@ mod tests {
     }
 
     fn arb_job() -> impl Strategy<Value = JobRequest> {
-        (5u8..9, prop::option::of(1u8..5), 0u32..5, 0u64..70_000, 0u64..100).prop_map(|(c, p, g, m, w)| {
-            let mem = if g == 0 { 0 } else { m };
-            job("j", c, p, g, mem, w)
-        })
+        (
+            5u8..9,
+            prop::option::of(1u8..5),
+            0u32..5,
+            0u64..70_000,
+            0u64..100,
+        )
+            .prop_map(|(c, p, g, m, w)| {
+                let mem = if g == 0 { 0 } else { m };
+                job("j", c, p, g, mem, w)
+            })
     }
 
     proptest! {

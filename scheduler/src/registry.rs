@@ -80,7 +80,11 @@ pub struct Registry {
 }
 
 fn channel(endpoint: &str) -> Result<Channel, String> {
-    let url = if endpoint.starts_with("http") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    let url = if endpoint.starts_with("http") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
     Ok(Endpoint::from_shared(url)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
@@ -92,17 +96,29 @@ async fn probe(
     mut client: AgentClient,
 ) -> Result<(apb::AgentStatus, apb::Inventory, Vec<apb::Lease>), String> {
     let t = |e: tokio::time::error::Elapsed| e.to_string();
-    let status = tokio::time::timeout(CALL_TIMEOUT, client.status()).await.map_err(t)?.map_err(|e| e.message().to_string())?;
-    let inventory =
-        tokio::time::timeout(CALL_TIMEOUT, client.inventory()).await.map_err(t)?.map_err(|e| e.message().to_string())?;
-    let leases =
-        tokio::time::timeout(CALL_TIMEOUT, client.list_leases(None)).await.map_err(t)?.map_err(|e| e.message().to_string())?;
+    let status = tokio::time::timeout(CALL_TIMEOUT, client.status())
+        .await
+        .map_err(t)?
+        .map_err(|e| e.message().to_string())?;
+    let inventory = tokio::time::timeout(CALL_TIMEOUT, client.inventory())
+        .await
+        .map_err(t)?
+        .map_err(|e| e.message().to_string())?;
+    let leases = tokio::time::timeout(CALL_TIMEOUT, client.list_leases(None))
+        .await
+        .map_err(t)?
+        .map_err(|e| e.message().to_string())?;
     Ok((status, inventory, leases))
 }
 
 impl Registry {
     pub fn new(source: Arc<dyn AgentSource>, key: Keypair, loss_checks: u32) -> Registry {
-        Registry { source, key, agents: RwLock::new(BTreeMap::new()), loss_checks: loss_checks.max(1) }
+        Registry {
+            source,
+            key,
+            agents: RwLock::new(BTreeMap::new()),
+            loss_checks: loss_checks.max(1),
+        }
     }
 
     /// Discovers agents, health-checks each (status, inventory, leases) and matches it to its
@@ -128,7 +144,10 @@ impl Registry {
             let mut agents = self.agents.write();
             agents.retain(|id, _| endpoints.iter().any(|e| &e.agent_id == id));
             for ep in &endpoints {
-                let stale = agents.get(&ep.agent_id).map(|a| a.endpoint != ep.endpoint).unwrap_or(true);
+                let stale = agents
+                    .get(&ep.agent_id)
+                    .map(|a| a.endpoint != ep.endpoint)
+                    .unwrap_or(true);
                 if stale {
                     match channel(&ep.endpoint) {
                         Ok(ch) => {
@@ -150,7 +169,9 @@ impl Registry {
                                 },
                             );
                         }
-                        Err(e) => tracing::warn!(agent = %ep.agent_id, endpoint = %ep.endpoint, error = %e, "bad agent endpoint"),
+                        Err(e) => {
+                            tracing::warn!(agent = %ep.agent_id, endpoint = %ep.endpoint, error = %e, "bad agent endpoint")
+                        }
                     }
                 }
                 if let Some(a) = agents.get(&ep.agent_id) {
@@ -163,7 +184,9 @@ impl Registry {
         while let Some(joined) = probes.join_next().await {
             let Ok((id, result)) = joined else { continue };
             let mut agents = self.agents.write();
-            let Some(a) = agents.get_mut(&id) else { continue };
+            let Some(a) = agents.get_mut(&id) else {
+                continue;
+            };
             match result {
                 Ok((status, inventory, leases)) => {
                     let key = status.agent_key.parse::<PublicKey>().ok();
@@ -203,12 +226,20 @@ impl Registry {
     }
 
     pub fn by_key(&self, key: &PublicKey) -> Option<AgentView> {
-        self.agents.read().values().find(|a| a.key.as_ref() == Some(key)).cloned()
+        self.agents
+            .read()
+            .values()
+            .find(|a| a.key.as_ref() == Some(key))
+            .cloned()
     }
 
     /// The agent failed `loss_checks` health checks in a row (or is not known at all).
     pub fn is_lost(&self, agent_id: &str) -> bool {
-        self.agents.read().get(agent_id).map(|a| a.failures >= self.loss_checks).unwrap_or(true)
+        self.agents
+            .read()
+            .get(agent_id)
+            .map(|a| a.failures >= self.loss_checks)
+            .unwrap_or(true)
     }
 
     /// Marks a failed call outside the periodic checks (speeds up loss detection).

@@ -17,7 +17,13 @@ pub struct TxSender {
 
 impl TxSender {
     pub fn new(chain: ChainClient, key: Keypair, chain_id: String, fee: Amount) -> TxSender {
-        TxSender { chain, key, chain_id, fee, next_nonce: Mutex::new(None) }
+        TxSender {
+            chain,
+            key,
+            chain_id,
+            fee,
+            next_nonce: Mutex::new(None),
+        }
     }
 
     /// Signs and submits `action`; returns its hash once the node accepted it into its mempool.
@@ -27,7 +33,13 @@ impl TxSender {
             Some(n) => n,
             None => self.chain.account(&self.key.address()).await?.pending_nonce,
         };
-        let tx = Transaction { chain_id: self.chain_id.clone(), sender: self.key.public(), nonce, fee: self.fee, action };
+        let tx = Transaction {
+            chain_id: self.chain_id.clone(),
+            sender: self.key.public(),
+            nonce,
+            fee: self.fee,
+            action,
+        };
         match self.chain.submit(&tx.sign(&self.key)).await {
             Ok(h) => {
                 *next = Some(nonce + 1);
@@ -42,7 +54,11 @@ impl TxSender {
     }
 
     /// Sends and waits for the commit; an action rejected in its block is `Rejected(reason)`.
-    pub async fn send_and_wait(&self, action: Action, timeout: Duration) -> Result<Committed, ClientError> {
+    pub async fn send_and_wait(
+        &self,
+        action: Action,
+        timeout: Duration,
+    ) -> Result<Committed, ClientError> {
         let hash = self.send(action).await?;
         let c = self.chain.wait(&hash, timeout).await?;
         match &c.receipt.error {

@@ -122,9 +122,15 @@ pub struct State {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state directory {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state file {path} is corrupt: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// Reads and writes `state.json` in the state directory.
@@ -135,9 +141,14 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
-        let io = |source| StateError::Io { path: dir.to_path_buf(), source };
+        let io = |source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir.join("inputs")).map_err(io)?;
-        Ok(StateStore { dir: dir.to_path_buf() })
+        Ok(StateStore {
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> PathBuf {
@@ -155,21 +166,28 @@ impl StateStore {
     pub fn load(&self) -> Result<State, StateError> {
         let path = self.path();
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StateError::Corrupt { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(source) => Err(StateError::Io { path, source }),
         }
     }
 
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec(state).map_err(|source| StateError::Corrupt { path: self.path(), source })?;
+        let bytes = serde_json::to_vec(state).map_err(|source| StateError::Corrupt {
+            path: self.path(),
+            source,
+        })?;
         write_atomic(&self.path(), &bytes)
     }
 }
 
 /// Temp file, fsync, rename over `path`, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let io = |source| StateError::Io { path: path.to_path_buf(), source };
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
@@ -178,7 +196,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     }
     std::fs::rename(&tmp, path).map_err(io)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
     }
     Ok(())
 }
@@ -199,7 +219,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
         assert_eq!(store.load().unwrap().next_height, 0);
-        let mut s = State { next_height: 42, ..State::default() };
+        let mut s = State {
+            next_height: 42,
+            ..State::default()
+        };
         s.pending_leases.insert("bid-1".into(), "svc-1".into());
         s.active.insert("job-x".into());
         store.save(&s).unwrap();

@@ -19,12 +19,20 @@ fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        p.display()
+    );
     p
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn read_key(p: &Path) -> Keypair {
@@ -39,7 +47,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, program: &Path, args: &[String], log: PathBuf) -> Proc {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
@@ -47,7 +59,11 @@ impl Proc {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc { name: name.into(), child: Some(child), log }
+        Proc {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
     }
     /// SIGKILL: no shutdown code runs.
     fn kill9(&mut self) {
@@ -66,7 +82,11 @@ impl Proc {
                 self.child = None;
                 return st;
             }
-            assert!(start.elapsed() < Duration::from_secs(15), "{} did not stop on SIGTERM", self.name);
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{} did not stop on SIGTERM",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -106,10 +126,21 @@ impl Env {
         let out = Command::new(bin("aitbc-node"))
             .args(["init", "--dir"])
             .arg(root.path())
-            .args(["--validators", "1", "--chain-id", "aitbc-test", "--block-time-ms", "200"])
+            .args([
+                "--validators",
+                "1",
+                "--chain-id",
+                "aitbc-test",
+                "--block-time-ms",
+                "200",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let rpc = free_port();
         let args: Vec<String> = vec![
             "run".into(),
@@ -126,7 +157,12 @@ impl Env {
             "--http-listen".into(),
             format!("127.0.0.1:{}", free_port()),
         ];
-        let node = Proc::spawn("aitbc-node", &bin("aitbc-node"), &args, root.path().join("node.log"));
+        let node = Proc::spawn(
+            "aitbc-node",
+            &bin("aitbc-node"),
+            &args,
+            root.path().join("node.log"),
+        );
         let endpoint = format!("http://127.0.0.1:{rpc}");
         let start = Instant::now();
         let chain = loop {
@@ -160,15 +196,30 @@ impl Env {
             fee,
             fee_bps: status.marketplace_fee_bps,
         };
-        for to in [env.provider.address(), env.customer.address(), env.scheduler_key.address()] {
-            env.send(&env.ops.clone(), Action::Transfer { to, amount: Amount::from_ait(1000).unwrap() }).await;
+        for to in [
+            env.provider.address(),
+            env.customer.address(),
+            env.scheduler_key.address(),
+        ] {
+            env.send(
+                &env.ops.clone(),
+                Action::Transfer {
+                    to,
+                    amount: Amount::from_ait(1000).unwrap(),
+                },
+            )
+            .await;
         }
         env
     }
 
     async fn send(&self, key: &Keypair, action: Action) -> aitbc_protocol::Hash {
         let name = action.name();
-        let c = self.chain.send_and_wait(key, action, self.fee, WAIT).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = self
+            .chain
+            .send_and_wait(key, action, self.fee, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         c.hash
     }
 
@@ -182,7 +233,11 @@ impl Env {
         let port = free_port();
         let serves_arg = match &serves {
             Serves::AnyProvider => "any".to_string(),
-            Serves::Providers(p) => p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+            Serves::Providers(p) => p
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         };
         let args: Vec<String> = vec![
             "run".into(),
@@ -212,9 +267,27 @@ impl Env {
             "--sample-interval-secs".into(),
             "1".into(),
         ];
-        let proc = Proc::spawn(id, &bin("aitbc-gpu-agent"), &args, self.root.path().join(format!("{id}.log")));
-        self.send(owner, Action::RegisterAgent { agent_key: key.public(), agent_id: id.into(), serves }).await;
-        self.agents.push(AgentProc { id: id.into(), key, port, proc });
+        let proc = Proc::spawn(
+            id,
+            &bin("aitbc-gpu-agent"),
+            &args,
+            self.root.path().join(format!("{id}.log")),
+        );
+        self.send(
+            owner,
+            Action::RegisterAgent {
+                agent_key: key.public(),
+                agent_id: id.into(),
+                serves,
+            },
+        )
+        .await;
+        self.agents.push(AgentProc {
+            id: id.into(),
+            key,
+            port,
+            proc,
+        });
         self.agents.len() - 1
     }
 
@@ -231,7 +304,11 @@ impl Env {
             "--metrics-listen".into(),
             format!("127.0.0.1:{}", free_port()),
             "--state-dir".into(),
-            self.root.path().join("scheduler-state").display().to_string(),
+            self.root
+                .path()
+                .join("scheduler-state")
+                .display()
+                .to_string(),
             "--max-attempts".into(),
             "3".into(),
             "--agent-refresh-ms".into(),
@@ -243,13 +320,20 @@ impl Env {
             args.push("--agent".into());
             args.push(format!("{}=http://127.0.0.1:{}", a.id, a.port));
         }
-        self.sched = Some(Proc::spawn("aitbc-scheduler", &bin("aitbc-scheduler"), &args, self.root.path().join("scheduler.log")));
+        self.sched = Some(Proc::spawn(
+            "aitbc-scheduler",
+            &bin("aitbc-scheduler"),
+            &args,
+            self.root.path().join("scheduler.log"),
+        ));
     }
 
     async fn api(&self) -> SchedulerClient<Channel> {
         let start = Instant::now();
         loop {
-            if let Ok(c) = SchedulerClient::connect(format!("http://127.0.0.1:{}", self.sched_port)).await {
+            if let Ok(c) =
+                SchedulerClient::connect(format!("http://127.0.0.1:{}", self.sched_port)).await
+            {
                 return c;
             }
             assert!(start.elapsed() < WAIT, "scheduler API did not come up");
@@ -257,7 +341,13 @@ impl Env {
         }
     }
 
-    async fn listing(&self, name: &str, service_type: ServiceType, price: u128, runtime: Runtime) -> String {
+    async fn listing(
+        &self,
+        name: &str,
+        service_type: ServiceType,
+        price: u128,
+        runtime: Runtime,
+    ) -> String {
         let h = self
             .send(
                 &self.provider,
@@ -274,7 +364,13 @@ impl Env {
         object_id("svc", &h)
     }
 
-    async fn submit(&self, listing: &str, payment: u128, spec: JobSpec, deadline_blocks: u64) -> String {
+    async fn submit(
+        &self,
+        listing: &str,
+        payment: u128,
+        spec: JobSpec,
+        deadline_blocks: u64,
+    ) -> String {
         let h = self
             .send(
                 &self.customer,
@@ -290,7 +386,12 @@ impl Env {
         object_id("job", &h)
     }
 
-    async fn wait_status(&self, job: &str, want: &[JobStatus], timeout: Duration) -> aitbc_protocol::model::Job {
+    async fn wait_status(
+        &self,
+        job: &str,
+        want: &[JobStatus],
+        timeout: Duration,
+    ) -> aitbc_protocol::model::Job {
         let start = Instant::now();
         loop {
             let j = self.chain.job(job).await.unwrap();
@@ -334,7 +435,11 @@ impl Env {
         for l in logs {
             if let Ok(text) = std::fs::read_to_string(&l) {
                 let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                eprintln!("--- {} ---\n{}", l.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                eprintln!(
+                    "--- {} ---\n{}",
+                    l.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
         }
     }
@@ -375,19 +480,53 @@ async fn seed_scenario_end_to_end() {
     let mut env = Env::new().await;
     let provider = env.provider.clone();
     let other_owner = Keypair::generate();
-    env.send(&env.ops.clone(), Action::Transfer { to: other_owner.address(), amount: Amount::from_ait(10).unwrap() }).await;
+    env.send(
+        &env.ops.clone(),
+        Action::Transfer {
+            to: other_owner.address(),
+            amount: Amount::from_ait(10).unwrap(),
+        },
+    )
+    .await;
     // The provider's agent serves only the provider; another owner's agent serves only its owner.
-    let pa = env.agent("provider-gpu", &provider, Serves::Providers(vec![provider.address()]), 2).await;
-    env.agent("other-gpu", &other_owner, Serves::Providers(vec![other_owner.address()]), 4).await;
+    let pa = env
+        .agent(
+            "provider-gpu",
+            &provider,
+            Serves::Providers(vec![provider.address()]),
+            2,
+        )
+        .await;
+    env.agent(
+        "other-gpu",
+        &other_owner,
+        Serves::Providers(vec![other_owner.address()]),
+        4,
+    )
+    .await;
     env.start_scheduler();
     let mut api = env.api().await;
 
-    let listing = env.listing("sdxl", ServiceType::AiInference, 10, Runtime::default()).await;
+    let listing = env
+        .listing("sdxl", ServiceType::AiInference, 10, Runtime::default())
+        .await;
     let bid_hash = env
-        .send(&env.customer.clone(), Action::PlaceBid { listing_id: listing.clone(), amount: Amount::from_ait(12).unwrap() })
+        .send(
+            &env.customer.clone(),
+            Action::PlaceBid {
+                listing_id: listing.clone(),
+                amount: Amount::from_ait(12).unwrap(),
+            },
+        )
         .await;
     let bid = object_id("bid", &bid_hash);
-    env.send(&provider, Action::AcceptBid { bid_id: bid.clone() }).await;
+    env.send(
+        &provider,
+        Action::AcceptBid {
+            bid_id: bid.clone(),
+        },
+    )
+    .await;
     let (provider_before, _) = env.chain.balance(&provider.address()).await.unwrap();
 
     let h = env
@@ -403,17 +542,39 @@ async fn seed_scenario_end_to_end() {
         )
         .await;
     let job_id = object_id("job", &h);
+    let submitted = Instant::now();
     let on = env.wait_assigned_to(&job_id, WAIT).await;
     assert_eq!(on, pa, "the listing's job runs on the provider's agent");
-    let job = env.wait_status(&job_id, &[JobStatus::Settled], Duration::from_secs(60)).await;
+    let job = env
+        .wait_status(&job_id, &[JobStatus::Settled], Duration::from_secs(60))
+        .await;
+    let settled_after = submitted.elapsed();
     let receipt = job.result.expect("result on chain");
+    // End-to-end figure: submit committed (block time) -> process started (agent clock).
+    let submit_height = env.chain.transaction(&h, false).await.unwrap().height;
+    let block_ms = env.chain.block(submit_height).await.unwrap().time_ms;
+    let mut agent = aitbc_gpu_agent::AgentClient::connect(
+        format!("http://127.0.0.1:{}", env.agents[pa].port),
+        env.scheduler_key.clone(),
+    )
+    .await
+    .unwrap();
+    let on_agent = agent.get_job(&job_id).await.unwrap();
+    eprintln!(
+        "e2e: submit committed -> process start {} ms; submit sent -> settled seen {} ms",
+        on_agent.started_at_ms.saturating_sub(block_ms),
+        settled_after.as_millis()
+    );
     assert!(receipt.receipt.success);
     assert_eq!(receipt.receipt.agent_key, env.agents[pa].key.public());
 
     // The provider got the escrow minus the burned fee; the customer's escrow is gone.
     let (provider_after, _) = env.chain.balance(&provider.address()).await.unwrap();
     let expected = paid_for(Amount::from_ait(12).unwrap(), env.fee_bps);
-    assert_eq!(provider_after.checked_sub(provider_before).unwrap(), expected);
+    assert_eq!(
+        provider_after.checked_sub(provider_before).unwrap(),
+        expected
+    );
     let (_, customer_escrow) = env.chain.balance(&env.customer.address()).await.unwrap();
     assert_eq!(customer_escrow, Amount::ZERO);
     env.assert_conserved().await;
@@ -421,11 +582,20 @@ async fn seed_scenario_end_to_end() {
     // The scheduler's view: settled, a settlement tx, the receipt, and the output file.
     let start = Instant::now();
     let info = loop {
-        let info = api.get_job(spb::GetJobRequest { job_id: job_id.clone() }).await.unwrap().into_inner();
+        let info = api
+            .get_job(spb::GetJobRequest {
+                job_id: job_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         if info.terminal {
             break info;
         }
-        assert!(start.elapsed() < WAIT, "scheduler did not see the settlement: {info:?}");
+        assert!(
+            start.elapsed() < WAIT,
+            "scheduler did not see the settlement: {info:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(info.phase, "settled");
@@ -434,32 +604,69 @@ async fn seed_scenario_end_to_end() {
     assert!(!info.receipt.is_empty());
     assert_eq!(info.result_digest, receipt.receipt.output_digest.to_hex());
     assert_eq!(info.progress_percent, 100);
-    let files = api.fetch_result(spb::FetchResultRequest { job_id: job_id.clone(), path: String::new(), max_bytes: 0 }).await.unwrap().into_inner();
-    let png = files.files.iter().find(|f| f.path.ends_with(".png")).expect("a PNG output");
-    let file = api
-        .fetch_result(spb::FetchResultRequest { job_id: job_id.clone(), path: png.path.clone(), max_bytes: 0 })
+    let files = api
+        .fetch_result(spb::FetchResultRequest {
+            job_id: job_id.clone(),
+            path: String::new(),
+            max_bytes: 0,
+        })
         .await
         .unwrap()
         .into_inner();
-    assert!(file.data.starts_with(b"\x89PNG"), "the demo runtime wrote a PNG");
+    let png = files
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(".png"))
+        .expect("a PNG output");
+    let file = api
+        .fetch_result(spb::FetchResultRequest {
+            job_id: job_id.clone(),
+            path: png.path.clone(),
+            max_bytes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        file.data.starts_with(b"\x89PNG"),
+        "the demo runtime wrote a PNG"
+    );
     assert_eq!(file.sha256, png.sha256);
 
     // WatchJob on a finished job: one message, terminal.
-    let mut stream = api.watch_job(spb::WatchJobRequest { job_id: job_id.clone() }).await.unwrap().into_inner();
+    let mut stream = api
+        .watch_job(spb::WatchJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert!(first.terminal);
     assert!(stream.message().await.unwrap().is_none());
 
     // Agents and metrics.
-    let agents = api.list_agents(spb::ListAgentsRequest {}).await.unwrap().into_inner().agents;
+    let agents = api
+        .list_agents(spb::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
     assert_eq!(agents.len(), 2);
-    let pag = agents.iter().find(|a| a.agent_id == "provider-gpu").unwrap();
+    let pag = agents
+        .iter()
+        .find(|a| a.agent_id == "provider-gpu")
+        .unwrap();
     assert!(pag.healthy && pag.registered);
     assert_eq!(pag.owner, provider.address().to_string());
     let inv = pag.inventory.as_ref().unwrap();
     assert_eq!(inv.gpus_total, 2);
     assert!(inv.simulated);
-    let m = api.get_metrics(spb::GetMetricsRequest {}).await.unwrap().into_inner();
+    let m = api
+        .get_metrics(spb::GetMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(m.dispatched_total >= 1 && m.settled_total >= 1, "{m:?}");
     assert!(m.placement_latency_p99_ms > 0.0);
 
@@ -482,7 +689,12 @@ async fn training_job_needs_two_free_gpus_and_big_job_stays_pending() {
     // Wait until the scheduler sees both agents, then lease one GPU of agent a.
     let start = Instant::now();
     loop {
-        let agents = api.list_agents(spb::ListAgentsRequest {}).await.unwrap().into_inner().agents;
+        let agents = api
+            .list_agents(spb::ListAgentsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .agents;
         if agents.len() == 2 && agents.iter().all(|a| a.healthy && a.registered) {
             break;
         }
@@ -508,7 +720,13 @@ async fn training_job_needs_two_free_gpus_and_big_job_stays_pending() {
     // The scheduler sees the lease at its next refresh of the agent.
     let start = Instant::now();
     loop {
-        let status = api.resource_status(spb::ResourceStatusRequest { agent_id: String::new() }).await.unwrap().into_inner();
+        let status = api
+            .resource_status(spb::ResourceStatusRequest {
+                agent_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(status.agents.len(), 2);
         let a_status = status.agents.iter().find(|x| x.agent_id == "a").unwrap();
         if a_status.leases.len() == 1 {
@@ -519,39 +737,86 @@ async fn training_job_needs_two_free_gpus_and_big_job_stays_pending() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let util = api
-        .resource_utilization(spb::ResourceUtilizationRequest { agent_id: "b".into(), period: "5m".into(), max_points: 0 })
+        .resource_utilization(spb::ResourceUtilizationRequest {
+            agent_id: "b".into(),
+            period: "5m".into(),
+            max_points: 0,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(util.agents.len(), 1);
     assert!(util.agents[0].error.is_empty(), "{:?}", util.agents[0]);
     // Stress tests are refused on simulated GPUs; the refusal is passed through.
-    assert!(api.stress_test(spb::StressTestRequest { agent_id: "b".into(), gpu_index: 0, memory_mib: 16, passes: 1 }).await.is_err());
+    assert!(api
+        .stress_test(spb::StressTestRequest {
+            agent_id: "b".into(),
+            gpu_index: 0,
+            memory_mib: 16,
+            passes: 1
+        })
+        .await
+        .is_err());
 
-    let listing = env.listing("train", ServiceType::AiTraining, 5, sleep_runtime(1)).await;
-    let train = env.submit(&listing, 5, spec(JobKind::Training, 2, 8192), 600).await;
-    let big = env.submit(&listing, 5, spec(JobKind::Training, 4, 1024), 600).await;
+    let listing = env
+        .listing("train", ServiceType::AiTraining, 5, sleep_runtime(1))
+        .await;
+    let train = env
+        .submit(&listing, 5, spec(JobKind::Training, 2, 8192), 600)
+        .await;
+    let big = env
+        .submit(&listing, 5, spec(JobKind::Training, 4, 1024), 600)
+        .await;
     let on = env.wait_assigned_to(&train, WAIT).await;
     assert_eq!(on, b, "only agent b has 2 free GPUs");
-    env.wait_status(&train, &[JobStatus::Settled], Duration::from_secs(60)).await;
+    env.wait_status(&train, &[JobStatus::Settled], Duration::from_secs(60))
+        .await;
 
-    let info = api.get_job(spb::GetJobRequest { job_id: big.clone() }).await.unwrap().into_inner();
+    let info = api
+        .get_job(spb::GetJobRequest {
+            job_id: big.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.phase, "pending");
-    assert!(info.pending_reason.contains("needs 4 GPU(s)"), "reason: {:?}", info.pending_reason);
-    assert_eq!(env.chain.job(&big).await.unwrap().status, JobStatus::Pending);
+    assert!(
+        info.pending_reason.contains("needs 4 GPU(s)"),
+        "reason: {:?}",
+        info.pending_reason
+    );
+    assert_eq!(
+        env.chain.job(&big).await.unwrap().status,
+        JobStatus::Pending
+    );
     // Releasing the lease is passed through too.
     let released = api
-        .deallocate_resources(spb::DeallocateResourcesRequest { agent_id: "a".into(), lease_id: "hold-1".into() })
+        .deallocate_resources(spb::DeallocateResourcesRequest {
+            agent_id: "a".into(),
+            lease_id: "hold-1".into(),
+        })
         .await
         .unwrap()
         .into_inner()
         .released;
     assert!(released);
     // The customer cancels the big job: refunded, and the scheduler records it.
-    env.send(&env.customer.clone(), Action::CancelJob { job_id: big.clone() }).await;
+    env.send(
+        &env.customer.clone(),
+        Action::CancelJob {
+            job_id: big.clone(),
+        },
+    )
+    .await;
     let start = Instant::now();
     loop {
-        let info = api.get_job(spb::GetJobRequest { job_id: big.clone() }).await.unwrap().into_inner();
+        let info = api
+            .get_job(spb::GetJobRequest {
+                job_id: big.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         if info.phase == "refunded" {
             assert!(!info.refund_tx.is_empty());
             break;
@@ -570,30 +835,56 @@ async fn training_job_needs_two_free_gpus_and_big_job_stays_pending() {
 async fn killed_agent_job_moves_to_another_agent_or_is_refunded() {
     let mut env = Env::new().await;
     let provider = env.provider.clone();
-    env.agent("p1", &provider, Serves::Providers(vec![provider.address()]), 1).await;
-    env.agent("p2", &provider, Serves::Providers(vec![provider.address()]), 1).await;
+    env.agent(
+        "p1",
+        &provider,
+        Serves::Providers(vec![provider.address()]),
+        1,
+    )
+    .await;
+    env.agent(
+        "p2",
+        &provider,
+        Serves::Providers(vec![provider.address()]),
+        1,
+    )
+    .await;
     env.start_scheduler();
-    let listing = env.listing("slow", ServiceType::AiInference, 3, sleep_runtime(4)).await;
+    let listing = env
+        .listing("slow", ServiceType::AiInference, 3, sleep_runtime(4))
+        .await;
 
-    let job = env.submit(&listing, 3, spec(JobKind::Inference, 1, 0), 600).await;
+    let job = env
+        .submit(&listing, 3, spec(JobKind::Inference, 1, 0), 600)
+        .await;
     let first = env.wait_assigned_to(&job, WAIT).await;
     // Let it start, then kill its agent.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     env.agents[first].proc.kill9();
-    let j = env.wait_status(&job, &[JobStatus::Settled], Duration::from_secs(60)).await;
-    let second = env.agents.iter().position(|a| Some(a.key.public()) == j.result.as_ref().map(|r| r.receipt.agent_key)).unwrap();
+    let j = env
+        .wait_status(&job, &[JobStatus::Settled], Duration::from_secs(60))
+        .await;
+    let second = env
+        .agents
+        .iter()
+        .position(|a| Some(a.key.public()) == j.result.as_ref().map(|r| r.receipt.agent_key))
+        .unwrap();
     assert_ne!(first, second, "the job finished on the other agent");
     assert_eq!(j.assignments, 2);
 
     // Now only one agent is left: kill it mid-job; the job is refunded after its deadline.
     let (_, escrow_before) = env.chain.balance(&env.customer.address()).await.unwrap();
     assert_eq!(escrow_before, Amount::ZERO);
-    let job2 = env.submit(&listing, 3, spec(JobKind::Inference, 1, 0), 40).await;
+    let job2 = env
+        .submit(&listing, 3, spec(JobKind::Inference, 1, 0), 40)
+        .await;
     let on = env.wait_assigned_to(&job2, WAIT).await;
     assert_eq!(on, second);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     env.agents[second].proc.kill9();
-    let j2 = env.wait_status(&job2, &[JobStatus::Refunded], Duration::from_secs(60)).await;
+    let j2 = env
+        .wait_status(&job2, &[JobStatus::Refunded], Duration::from_secs(60))
+        .await;
     assert!(j2.result.is_none());
     let (_, escrow) = env.chain.balance(&env.customer.address()).await.unwrap();
     assert_eq!(escrow, Amount::ZERO);
@@ -609,28 +900,41 @@ async fn killed_scheduler_restarts_without_double_payment_or_lost_jobs() {
     env.agent("g1", &provider, Serves::AnyProvider, 2).await;
     env.agent("g2", &provider, Serves::AnyProvider, 2).await;
     env.start_scheduler();
-    let listing = env.listing("work", ServiceType::AiInference, 2, sleep_runtime(2)).await;
+    let listing = env
+        .listing("work", ServiceType::AiInference, 2, sleep_runtime(2))
+        .await;
     let (provider_before, _) = env.chain.balance(&provider.address()).await.unwrap();
     let mut jobs = Vec::new();
     for _ in 0..6 {
-        jobs.push(env.submit(&listing, 2, spec(JobKind::Inference, 1, 0), 600).await);
+        jobs.push(
+            env.submit(&listing, 2, spec(JobKind::Inference, 1, 0), 600)
+                .await,
+        );
     }
     // Kill once the first assignment is committed (jobs are running or being dispatched).
     env.wait_assigned_to(&jobs[0], WAIT).await;
     env.sched.as_mut().unwrap().kill9();
     // More work arrives while it is down.
     for _ in 0..2 {
-        jobs.push(env.submit(&listing, 2, spec(JobKind::Inference, 1, 0), 600).await);
+        jobs.push(
+            env.submit(&listing, 2, spec(JobKind::Inference, 1, 0), 600)
+                .await,
+        );
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.start_scheduler();
     for j in &jobs {
-        env.wait_status(j, &[JobStatus::Settled], Duration::from_secs(90)).await;
+        env.wait_status(j, &[JobStatus::Settled], Duration::from_secs(90))
+            .await;
     }
     let (provider_after, _) = env.chain.balance(&provider.address()).await.unwrap();
     let per_job = paid_for(Amount::from_ait(2).unwrap(), env.fee_bps);
     let expected = Amount(per_job.base_units() * jobs.len() as u128);
-    assert_eq!(provider_after.checked_sub(provider_before).unwrap(), expected, "each job paid exactly once");
+    assert_eq!(
+        provider_after.checked_sub(provider_before).unwrap(),
+        expected,
+        "each job paid exactly once"
+    );
     let (_, escrow) = env.chain.balance(&env.customer.address()).await.unwrap();
     assert_eq!(escrow, Amount::ZERO);
     env.assert_conserved().await;
