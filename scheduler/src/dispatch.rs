@@ -547,6 +547,18 @@ async fn drive_job(s: &Arc<Scheduler>, id: &str, target: Option<String>) -> Resu
                         .assigned_agent
                         .map(|k| k.to_string())
                         .unwrap_or_default();
+                    // An agent that has not answered yet may be the one: wait for it (the
+                    // sweeper resumes the job) until it answers or counts as lost.
+                    let unanswered = s
+                        .registry
+                        .snapshot()
+                        .iter()
+                        .any(|a| a.key.is_none() && !s.registry.is_lost(&a.agent_id));
+                    if unanswered {
+                        return Err(format!(
+                            "assigned agent {key} not identified yet; waiting for agents to answer"
+                        ));
+                    }
                     if !known {
                         attempt_failed(
                             s,

@@ -348,6 +348,18 @@ impl Env {
         price: u128,
         runtime: Runtime,
     ) -> String {
+        self.listing_with(name, service_type, price, runtime, vec![])
+            .await
+    }
+
+    async fn listing_with(
+        &self,
+        name: &str,
+        service_type: ServiceType,
+        price: u128,
+        runtime: Runtime,
+        parameters: Vec<(String, String)>,
+    ) -> String {
         let h = self
             .send(
                 &self.provider,
@@ -356,7 +368,7 @@ impl Env {
                     service_type,
                     price: Amount::from_ait(price).unwrap(),
                     description: "test".into(),
-                    parameters: vec![],
+                    parameters,
                     runtime,
                 },
             )
@@ -939,4 +951,105 @@ async fn killed_scheduler_restarts_without_double_payment_or_lost_jobs() {
     assert_eq!(escrow, Amount::ZERO);
     env.assert_conserved().await;
     let _: Address = provider.address();
+}
+
+/// An accepted gpu-rental bid becomes a lease of the provider's GPUs for the bidder, and the
+/// bidder's jobs run inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rental_bid_becomes_a_lease_used_by_the_bidders_jobs() {
+    let mut env = Env::new().await;
+    let provider = env.provider.clone();
+    let pa = env
+        .agent(
+            "rent-gpu",
+            &provider,
+            Serves::Providers(vec![provider.address()]),
+            2,
+        )
+        .await;
+    env.start_scheduler();
+    let mut api = env.api().await;
+    let listing = env
+        .listing_with(
+            "rent",
+            ServiceType::GpuRental,
+            4,
+            Runtime::default(),
+            vec![
+                ("gpus".into(), "1".into()),
+                ("duration_secs".into(), "600".into()),
+            ],
+        )
+        .await;
+    let bid_hash = env
+        .send(
+            &env.customer.clone(),
+            Action::PlaceBid {
+                listing_id: listing.clone(),
+                amount: Amount::from_ait(4).unwrap(),
+            },
+        )
+        .await;
+    let bid = object_id("bid", &bid_hash);
+    env.send(
+        &provider,
+        Action::AcceptBid {
+            bid_id: bid.clone(),
+        },
+    )
+    .await;
+    let start = Instant::now();
+    loop {
+        let st = api
+            .resource_status(spb::ResourceStatusRequest {
+                agent_id: "rent-gpu".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(l) = st.agents[0].leases.iter().find(|l| l.lease_id == bid) {
+            assert_eq!(l.holder, env.customer.address().to_string());
+            assert_eq!(l.gpu_indexes.len(), 1);
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no lease for the accepted rental bid: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A job of the bidder without a listing runs inside the lease.
+    let h = env
+        .send(
+            &env.customer.clone(),
+            Action::SubmitJob {
+                listing_id: None,
+                bid_id: None,
+                payment: Amount::from_ait(1).unwrap(),
+                spec: spec(JobKind::Inference, 1, 0),
+                deadline_blocks: 600,
+            },
+        )
+        .await;
+    let job = object_id("job", &h);
+    let j = env
+        .wait_status(&job, &[JobStatus::Settled], Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        j.provider,
+        Some(provider.address()),
+        "a job without a listing pays the agent's owner"
+    );
+    let mut agent = aitbc_gpu_agent::AgentClient::connect(
+        format!("http://127.0.0.1:{}", env.agents[pa].port),
+        env.scheduler_key.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        agent.get_job(&job).await.unwrap().lease_id,
+        bid,
+        "the job ran in the bidder's lease"
+    );
+    env.assert_conserved().await;
 }
