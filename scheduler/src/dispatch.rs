@@ -211,8 +211,14 @@ pub async fn placement_loop(s: Arc<Scheduler>) {
 pub async fn sweep_loop(s: Arc<Scheduler>) {
     let mut ready = s.ready.subscribe();
     let _ = ready.wait_for(|r| *r).await;
+    let mut tick = 0u64;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        tick += 1;
+        if tick >= 15 {
+            tick = 0;
+            adopt_unknown_jobs(&s).await;
+        }
         if let Ok(st) = s.chain.status().await {
             s.height
                 .fetch_max(st.height, std::sync::atomic::Ordering::AcqRel);
@@ -261,6 +267,22 @@ pub async fn sweep_loop(s: Arc<Scheduler>) {
         for id in expired {
             if let Err(e) = refund_expired(&s, &id, height).await {
                 tracing::warn!(job = %id, error = %e, "refunding an expired job failed");
+            }
+        }
+    }
+}
+
+/// Safety net for a `JobSubmitted` the follower could not read: adopts open jobs the chain
+/// lists but the state does not hold.
+async fn adopt_unknown_jobs(s: &Arc<Scheduler>) {
+    for status in ["pending", "assigned"] {
+        let Ok(jobs) = s.chain.jobs(None, status).await else {
+            return;
+        };
+        for job in jobs {
+            if !s.state.lock().jobs.contains_key(&job.id) {
+                tracing::info!(job = %job.id, status, "adopting a job missed from the block stream");
+                sync_record(s, &job);
             }
         }
     }

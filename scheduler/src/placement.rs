@@ -578,6 +578,81 @@ mod tests {
         panic!("the big job was starved");
     }
 
+    /// One simulated round loop: agents of `sizes` GPUs, a big job needing all GPUs of the
+    /// largest agent, `arrivals` small jobs (1..=2 GPUs) of other customers every round, each
+    /// running `duration` rounds. Returns the round the big job was placed in.
+    fn simulate_starvation(
+        sizes: &[usize],
+        arrivals: usize,
+        duration: u64,
+        rounds: u64,
+    ) -> Option<u64> {
+        let policy = Policy {
+            aging_ms: 5,
+            max_reservations: 4,
+        };
+        let big_gpus = sizes.iter().copied().max().unwrap_or(1) as u32;
+        let mut running: Vec<(u64, usize, u32)> = vec![]; // (ends at round, agent, gpus)
+        let mut pending: Vec<JobRequest> = vec![job("big", 1, None, big_gpus, 0, 0)];
+        let mut next = 0u64;
+        for round in 0..rounds {
+            running.retain(|(end, _, _)| *end > round);
+            let agents: Vec<AgentCapacity> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let used: u32 = running.iter().filter(|r| r.1 == i).map(|r| r.2).sum();
+                    let mut a = agent(1, Serves::AnyProvider, n, 1000);
+                    a.free_devices = vec![1000; n.saturating_sub(used as usize)];
+                    a
+                })
+                .collect();
+            for _ in 0..arrivals {
+                next += 1;
+                let g = 1 + (next % 2) as u32;
+                pending.push(job(
+                    &format!("s{next}"),
+                    (2 + next % 5) as u8,
+                    None,
+                    g,
+                    0,
+                    0,
+                ));
+            }
+            let plan = place(&pending, &agents, &policy);
+            let mut done = vec![];
+            for asg in &plan.assignments {
+                if pending[asg.job].job_id == "big" {
+                    return Some(round);
+                }
+                running.push((round + duration, asg.agent, pending[asg.job].gpus));
+                done.push(asg.job);
+            }
+            done.sort_unstable();
+            for i in done.into_iter().rev() {
+                pending.remove(i);
+            }
+            for p in &mut pending {
+                p.waiting_ms += 1;
+            }
+        }
+        None
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100))]
+        /// Whatever the cluster and the stream of small jobs, the big job runs once it has aged
+        /// and the jobs already running on the reserved agent have ended.
+        #[test]
+        fn big_job_is_never_starved(sizes in proptest::collection::vec(2usize..9, 1..4),
+                                    arrivals in 1usize..6,
+                                    duration in 1u64..5) {
+            let placed = simulate_starvation(&sizes, arrivals, duration, 60);
+            prop_assert!(placed.is_some(), "starved: sizes {sizes:?} arrivals {arrivals} duration {duration}");
+            prop_assert!(placed.unwrap_or(u64::MAX) <= 5 + duration + 1, "placed late: {placed:?}");
+        }
+    }
+
     fn arb_agent() -> impl Strategy<Value = AgentCapacity> {
         (
             1u8..4,
