@@ -12,7 +12,7 @@ use aitbc_protocol::agent_pb;
 use aitbc_protocol::client::ChainClient;
 use aitbc_protocol::model::Genesis;
 use aitbc_protocol::tx::{Action, Serves};
-use aitbc_protocol::{Keypair, PublicKey};
+use aitbc_protocol::{Amount, Keypair, PublicKey};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,6 +21,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const GENESIS_OPS: &str = "genesis-ops";
+/// The scheduler pays fees for AssignJob, ReportResult and settlement; devnet tops it up.
+const SCHEDULER_FUNDS: Amount = Amount(10_000_000_000);
+const SCHEDULER_FUNDS_MIN: Amount = Amount(100_000_000);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Proc {
@@ -509,36 +512,47 @@ async fn start_all(
             .map_err(|e| anyhow!("agent {} reports a bad key: {e}", x.id))?;
         agent_keys.push((x.id.clone(), key));
     }
-    // Register unregistered agents on chain, signed by genesis-ops.
+    // Register unregistered agents on chain, and fund the scheduler's fees, signed by genesis-ops.
     let registered: Vec<PublicKey> = chain.agents().await?.into_iter().map(|x| x.key).collect();
     let missing: Vec<&(String, PublicKey)> = agent_keys
         .iter()
         .filter(|(_, k)| !registered.contains(k))
         .collect();
-    if !missing.is_empty() {
+    let (sched_balance, _) = chain.balance(&sched.address()).await?;
+    let sched_low = sched_balance < SCHEDULER_FUNDS_MIN;
+    if !missing.is_empty() || sched_low {
         let pw = match password.clone() {
             Some(p) => p,
             None => genesis_password(ctx, a)?,
         };
         let ops = ctx.keystore.unlock(GENESIS_OPS, &pw)?;
         if ops.address() != ops_addr {
-            bail!("the keystore's genesis-ops wallet ({}) is not this devnet's genesis-ops ({ops_addr}); use another AITBC_HOME", ops.address());
+            bail!(
+                "the keystore's genesis-ops wallet ({}) is not this devnet's genesis-ops ({ops_addr}); use another AITBC_HOME",
+                ops.address()
+            );
         }
         let fee = genesis.min_fee;
         for (id, key) in missing {
+            let action = Action::RegisterAgent {
+                agent_key: *key,
+                agent_id: id.clone(),
+                serves: Serves::AnyProvider,
+            };
             chain
-                .send_and_wait(
-                    &ops,
-                    Action::RegisterAgent {
-                        agent_key: *key,
-                        agent_id: id.clone(),
-                        serves: Serves::AnyProvider,
-                    },
-                    fee,
-                    Duration::from_secs(60),
-                )
+                .send_and_wait(&ops, action, fee, Duration::from_secs(60))
                 .await
                 .map_err(|e| anyhow!("registering agent {id} on chain: {e}"))?;
+        }
+        if sched_low {
+            let action = Action::Transfer {
+                to: sched.address(),
+                amount: SCHEDULER_FUNDS,
+            };
+            chain
+                .send_and_wait(&ops, action, fee, Duration::from_secs(60))
+                .await
+                .map_err(|e| anyhow!("funding the scheduler's transaction fees: {e}"))?;
         }
     }
     // Scheduler.
