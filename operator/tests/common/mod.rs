@@ -613,6 +613,36 @@ impl World {
         }
     }
 
+    /// A world whose reconcilers talk to `chain` (a real node) instead of the in-memory one.
+    pub fn with_chain(chain: Arc<dyn ChainApi>) -> World {
+        let mut w = World::new();
+        w.ctx = Arc::new(Context::new(
+            client(w.api.clone()),
+            Arc::new(FixedChain(chain)),
+            w.events.clone(),
+            Arc::new(NoTracker),
+            Arc::new(Metrics::new()),
+            Config {
+                operator_namespace: "aitbc-system".into(),
+                ..Config::default()
+            },
+        ));
+        w
+    }
+
+    /// A Wallet whose key Secret holds `key`.
+    pub fn wallet_with_given_key(&self, name: &str, key: &aitbc_protocol::Keypair, spec: Value) {
+        self.add("Wallet", "wallets", name, spec);
+        let secret = aitbc_operator::keys::key_secret(
+            &format!("{name}-wallet-key"),
+            NS,
+            key,
+            BTreeMap::new(),
+        );
+        self.api
+            .put(CORE, "secrets", serde_json::to_value(secret).unwrap());
+    }
+
     pub fn path(&self, plural: &str, name: &str) -> String {
         let prefix = if matches!(plural, "secrets" | "configmaps" | "services" | "pods") {
             CORE

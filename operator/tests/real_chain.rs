@@ -1,0 +1,281 @@
+//! The reconcilers against a real `aitbc-node` on loopback, with Kubernetes mocked: Wallet
+//! funding, ServiceListing, Bid (auto-accepted) and AIJob (submitted with escrow, then deleted:
+//! cancelled and refunded) go through their phases on a real chain.
+
+mod common;
+
+use aitbc_crds::{AiJob, AiJobPhase, Bid, BidPhase, ListingPhase, ServiceListing, Wallet};
+use aitbc_operator::controllers::{aijob, bid, listing, wallet};
+use aitbc_protocol::client::ChainClient;
+use aitbc_protocol::model::JobStatus;
+use aitbc_protocol::{Amount, Keypair};
+use common::World;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct NodeProcess(Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A one-validator chain: returns the process guard, a client and the genesis-ops key.
+async fn start_chain(dir: &std::path::Path) -> (NodeProcess, ChainClient, Keypair) {
+    let node = binary("aitbc-node");
+    let out = Command::new(&node)
+        .args(["init", "--dir"])
+        .arg(dir)
+        .args([
+            "--validators",
+            "1",
+            "--chain-id",
+            "aitbc-operator-test",
+            "--block-time-ms",
+            "100",
+        ])
+        .output()
+        .expect("aitbc-node init runs");
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rpc = free_port();
+    let log = std::fs::File::create(dir.join("node.log")).unwrap();
+    let child = Command::new(&node)
+        .arg("run")
+        .arg("--genesis")
+        .arg(dir.join("genesis.json"))
+        .arg("--key-file")
+        .arg(dir.join("validator-0.key"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--rpc-listen", &format!("127.0.0.1:{rpc}")])
+        .args(["--p2p-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("aitbc-node starts");
+    let guard = NodeProcess(child);
+    let start = Instant::now();
+    let client = loop {
+        if let Ok(c) = ChainClient::connect(&format!("127.0.0.1:{rpc}")).await {
+            if c.status().await.is_ok_and(|s| s.height >= 1) {
+                break c;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the node did not commit a block: see {}",
+            dir.join("node.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ops = std::fs::read_to_string(dir.join("genesis-ops.key")).unwrap();
+    (guard, client, Keypair::from_secret_hex(ops.trim()).unwrap())
+}
+
+/// Runs reconcile passes over every resource until `done` holds (or fails after 30 s).
+async fn drive(w: &World, what: &str, done: impl Fn(&World) -> bool) {
+    let start = Instant::now();
+    while !done(w) {
+        for (plural, name) in resources(w) {
+            let res = match plural.as_str() {
+                "wallets" => {
+                    wallet::reconcile(Arc::new(w.obj::<Wallet>(&plural, &name)), w.ctx.clone())
+                        .await
+                        .map(|_| ())
+                }
+                "servicelistings" => listing::reconcile(
+                    Arc::new(w.obj::<ServiceListing>(&plural, &name)),
+                    w.ctx.clone(),
+                )
+                .await
+                .map(|_| ()),
+                "bids" => bid::reconcile(Arc::new(w.obj::<Bid>(&plural, &name)), w.ctx.clone())
+                    .await
+                    .map(|_| ()),
+                "aijobs" => match w.try_obj::<AiJob>(&plural, &name) {
+                    Some(j) => aijob::reconcile(Arc::new(j), w.ctx.clone())
+                        .await
+                        .map(|_| ()),
+                    None => Ok(()),
+                },
+                _ => Ok(()),
+            };
+            if let Err(e) = res {
+                // Dependencies not ready yet are expected while things settle.
+                assert!(
+                    e.is_user_error() || e.reason() == "ChainError",
+                    "{plural}/{name}: {e}"
+                );
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}; events: {:?}",
+            w.event_reasons()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn resources(w: &World) -> Vec<(String, String)> {
+    w.api
+        .objects
+        .lock()
+        .keys()
+        .filter(|k| k.starts_with("/apis/aitbc.io/"))
+        .filter_map(|k| {
+            let parts: Vec<&str> = k.rsplitn(3, '/').collect();
+            Some((parts.get(1)?.to_string(), parts.first()?.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn marketplace_resources_go_through_their_phases_on_a_real_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, client, ops) = start_chain(dir.path()).await;
+    let w = World::with_chain(Arc::new(client.clone()));
+    w.wallet_with_given_key("genesis-ops", &ops, json!({}));
+    w.add(
+        "Wallet",
+        "wallets",
+        "provider",
+        json!({"funding": {"fromWallet": "genesis-ops", "amount": "1000"}}),
+    );
+    w.add(
+        "Wallet",
+        "wallets",
+        "customer",
+        json!({"funding": {"fromWallet": "genesis-ops", "amount": "500"}}),
+    );
+    drive(&w, "funding", |w| {
+        ["provider", "customer"].iter().all(|n| {
+            w.obj::<Wallet>("wallets", n)
+                .status
+                .is_some_and(|s| s.funded && s.balance.is_some())
+        })
+    })
+    .await;
+    let customer: Wallet = w.obj("wallets", "customer");
+    let customer_addr = customer
+        .status
+        .as_ref()
+        .unwrap()
+        .address
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        client.balance(&customer_addr).await.unwrap().0,
+        Amount::from_ait(500).unwrap()
+    );
+
+    w.add(
+        "ServiceListing",
+        "servicelistings",
+        "sdxl",
+        json!({"wallet": "provider", "name": "SDXL", "type": "ai-inference", "price": "25", "acceptPolicy": "auto"}),
+    );
+    w.add(
+        "Bid",
+        "bids",
+        "b1",
+        json!({"listing": "sdxl", "wallet": "customer", "amount": "30"}),
+    );
+    drive(&w, "the listing and an accepted bid", |w| {
+        w.obj::<ServiceListing>("servicelistings", "sdxl")
+            .status
+            .is_some_and(|s| s.phase == ListingPhase::Active)
+            && w.obj::<Bid>("bids", "b1")
+                .status
+                .is_some_and(|s| s.phase == BidPhase::Accepted)
+    })
+    .await;
+    let service_id = w
+        .obj::<ServiceListing>("servicelistings", "sdxl")
+        .status
+        .unwrap()
+        .service_id
+        .unwrap();
+    let bid_id = w.obj::<Bid>("bids", "b1").status.unwrap().bid_id.unwrap();
+    assert_eq!(client.bid(&bid_id).await.unwrap().listing_id, service_id);
+
+    w.add("AIJob", "aijobs", "img", json!({"wallet": "customer", "listing": "sdxl", "type": "inference", "payment": "25", "prompt": "a lighthouse"}));
+    drive(&w, "the job on chain", |w| {
+        w.obj::<AiJob>("aijobs", "img")
+            .status
+            .is_some_and(|s| s.phase == AiJobPhase::Submitted)
+    })
+    .await;
+    let job_id = w
+        .obj::<AiJob>("aijobs", "img")
+        .status
+        .unwrap()
+        .job_id
+        .unwrap();
+    let job = client.job(&job_id).await.unwrap();
+    assert_eq!(job.escrow, Amount::from_ait(25).unwrap());
+    assert_eq!(job.listing_id.as_deref(), Some(service_id.as_str()));
+    let (_, escrowed) = client.balance(&customer_addr).await.unwrap();
+    assert_eq!(
+        escrowed,
+        Amount::from_ait(55).unwrap(),
+        "bid 30 + job 25 in escrow"
+    );
+
+    w.delete("aijobs", "img");
+    drive(&w, "the job's cancellation", |w| {
+        w.try_obj::<AiJob>("aijobs", "img").is_none()
+    })
+    .await;
+    assert_eq!(
+        client.job(&job_id).await.unwrap().status,
+        JobStatus::Refunded
+    );
+    let (_, escrowed) = client.balance(&customer_addr).await.unwrap();
+    assert_eq!(
+        escrowed,
+        Amount::from_ait(30).unwrap(),
+        "the job's escrow came back"
+    );
+    let submits = client
+        .history(&customer_addr, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|t| aitbc_protocol::tx::SignedTransaction::decode(&t.transaction).ok())
+        .filter(|s| matches!(s.tx.action, aitbc_protocol::tx::Action::SubmitJob { .. }))
+        .count();
+    assert_eq!(submits, 1, "one job submission on chain");
+}
