@@ -859,7 +859,7 @@ async fn handle_receipt(
             r.message = receipt.receipt.message.clone();
         }
     });
-    if !ok && attempts < max {
+    if !ok && attempts < max && has_alternative(s, id, &agent.agent_id) {
         attempt_failed(
             s,
             id,
@@ -878,6 +878,38 @@ async fn handle_receipt(
     } else {
         refund(s, id).await
     }
+}
+
+/// Whether an agent other than `failing` and those already tried could ever hold the job
+/// (registered, answering, serving its provider, enough devices). Without one, a failed
+/// receipt is reported at once (and the job refunded) instead of waiting for the deadline.
+fn has_alternative(s: &Scheduler, id: &str, failing: &str) -> bool {
+    let Some(rec) = s.state.lock().jobs.get(id).cloned() else {
+        return false;
+    };
+    let provider = rec
+        .provider
+        .as_deref()
+        .and_then(|p| p.parse::<Address>().ok());
+    s.registry.snapshot().iter().any(|a| {
+        if a.agent_id == failing || rec.failed_agents.contains(&a.agent_id) || !a.placeable() {
+            return false;
+        }
+        let serves = match (&a.record, &provider) {
+            (Some(r), Some(p)) => r.serves.serves(p),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let mut devices: Vec<u64> = a
+            .inventory
+            .as_ref()
+            .map(|inv| inv.gpus.iter().map(|g| g.memory_total_mib).collect())
+            .unwrap_or_default();
+        devices.sort_unstable();
+        serves
+            && placement::choose_window(&devices, rec.spec.gpus as usize, rec.spec.memory_mib)
+                .is_some()
+    })
 }
 
 /// The attempt on `agent` failed: retry elsewhere, or give up (refund at the deadline).

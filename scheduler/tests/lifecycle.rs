@@ -1053,3 +1053,61 @@ async fn rental_bid_becomes_a_lease_used_by_the_bidders_jobs() {
     );
     env.assert_conserved().await;
 }
+
+/// A job whose runtime fails is retried on the other agent, then (no untried agent left) its
+/// failed receipt is reported and it is refunded at once, long before its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_job_is_retried_then_refunded() {
+    let mut env = Env::new().await;
+    let provider = env.provider.clone();
+    env.agent("f1", &provider, Serves::AnyProvider, 1).await;
+    env.agent("f2", &provider, Serves::AnyProvider, 1).await;
+    env.start_scheduler();
+    let failing = Runtime {
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo broken >&2; exit 3".into(),
+        ],
+        image: String::new(),
+        env: vec![],
+    };
+    let listing = env
+        .listing("broken", ServiceType::AiInference, 2, failing)
+        .await;
+    let (balance_before, _) = env.chain.balance(&env.customer.address()).await.unwrap();
+    let job = env
+        .submit(&listing, 2, spec(JobKind::Inference, 1, 0), 7200)
+        .await;
+    let j = env
+        .wait_status(&job, &[JobStatus::Refunded], Duration::from_secs(60))
+        .await;
+    assert_eq!(j.assignments, 2, "tried on both agents");
+    let r = j.result.expect("the failed receipt is on chain");
+    assert!(!r.receipt.success);
+    assert!(
+        env.chain.status().await.unwrap().height < j.deadline_height,
+        "refunded before the deadline"
+    );
+    let (balance_after, escrow) = env.chain.balance(&env.customer.address()).await.unwrap();
+    assert_eq!(escrow, Amount::ZERO);
+    // The customer paid only the submit transaction's fee.
+    assert_eq!(balance_before.checked_sub(balance_after).unwrap(), env.fee);
+    let mut api = env.api().await;
+    let info = api
+        .get_job(spb::GetJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.phase, "refunded");
+    assert!(!info.refund_tx.is_empty());
+    assert_eq!(info.attempts, 2);
+    let stderr = info.stderr.map(|t| t.tail).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&stderr).contains("broken"),
+        "stderr tail: {stderr:?}"
+    );
+    env.assert_conserved().await;
+}
