@@ -27,8 +27,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the scheduler until SIGTERM / Ctrl-C.
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
 }
+
+const RUN_EXAMPLES: &str = "Examples:
+  aitbc-scheduler run --chain http://127.0.0.1:9090 --key-file devnet/scheduler.key \\
+    --agent gpu-0=http://127.0.0.1:7070 --agent gpu-1=http://127.0.0.1:7071 \\
+    --listen 127.0.0.1:7080 --metrics-listen 127.0.0.1:9180 --state-dir /tmp/aitbc-scheduler
+  RUST_LOG=aitbc_scheduler=debug aitbc-scheduler run --key-file sched.key --agent gpu-0=http://10.0.0.5:7070 --max-attempts 5
+
+The key's address must be a genesis scheduler and hold AIT for fees; agents must run with
+--scheduler-key <its public key> and be registered on chain by their owner.";
 
 #[derive(Parser)]
 struct RunArgs {

@@ -1111,3 +1111,75 @@ async fn failing_job_is_retried_then_refunded() {
     );
     env.assert_conserved().await;
 }
+
+/// UploadJobInput accepts only bytes matching the job's on-chain input digest; the job waits
+/// for its input, then runs with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_input_is_checked_and_delivered() {
+    use sha2::Digest;
+    let mut env = Env::new().await;
+    let provider = env.provider.clone();
+    env.agent("in1", &provider, Serves::AnyProvider, 1).await;
+    env.start_scheduler();
+    let mut api = env.api().await;
+    let copy = Runtime {
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "cp \"$AITBC_INPUT\" \"$AITBC_OUTPUT_DIR/copy.bin\"".into(),
+        ],
+        image: String::new(),
+        env: vec![],
+    };
+    let listing = env
+        .listing("copy", ServiceType::DataProcessing, 1, copy)
+        .await;
+    let data = b"input bytes for the job".to_vec();
+    let mut s = spec(JobKind::Inference, 1, 0);
+    s.input_digest = Some(aitbc_protocol::Hash(sha2::Sha256::digest(&data).into()));
+    let job = env.submit(&listing, 1, s, 600).await;
+    // Without its input the job waits, saying why.
+    let start = Instant::now();
+    loop {
+        let info = api
+            .get_job(spb::GetJobRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if info.pending_reason.contains("UploadJobInput") {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "no input reason: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wrong = api
+        .upload_job_input(spb::UploadJobInputRequest {
+            job_id: job.clone(),
+            data: b"other".to_vec(),
+        })
+        .await;
+    assert_eq!(wrong.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let ok = api
+        .upload_job_input(spb::UploadJobInputRequest {
+            job_id: job.clone(),
+            data: data.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.matched, "input_digest");
+    env.wait_status(&job, &[JobStatus::Settled], Duration::from_secs(60))
+        .await;
+    let file = api
+        .fetch_result(spb::FetchResultRequest {
+            job_id: job.clone(),
+            path: "copy.bin".into(),
+            max_bytes: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(file.data, data);
+}
