@@ -409,6 +409,13 @@ pub fn genesis(
     schedulers: Vec<Address>,
 ) -> Result<Genesis> {
     let g: &NodeGenesis = &spec.genesis;
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = allocations.iter().find(|a| !seen.insert(a.address)) {
+        return Err(Error::InvalidSpec(format!(
+            "spec.genesis.allocations: address {} ({}) is allocated twice",
+            dup.address, dup.name
+        )));
+    }
     let min_fee = match &g.min_fee {
         Some(f) => f
             .parse()
@@ -868,6 +875,22 @@ pub(crate) mod tests {
         assert_eq!(g.allocations[0].address, ops);
         assert_eq!(g.block_time_ms, 500);
         assert_eq!(g.min_fee, "0.001".parse().unwrap());
+        let twice = vec![
+            Allocation {
+                name: "a".into(),
+                address: ops,
+                amount: Amount(1),
+            },
+            Allocation {
+                name: "b".into(),
+                address: ops,
+                amount: Amount(2),
+            },
+        ];
+        assert!(matches!(
+            genesis("c", 1, &n.spec, &keys, twice, vec![sched]),
+            Err(Error::InvalidSpec(_))
+        ));
     }
 
     #[test]
