@@ -165,7 +165,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         .progress_msg_buffer_capacity(BufferSize::new(64 * 1024 * 1024))
         .epoch_length(EpochLength::new(50))
         .max_view_time(max_view_time)
-        .log_events(false)
+        .log_events(std::env::var("AITBC_HOTSTUFF_LOG").is_ok())
         .build();
     let app = LedgerApp::new(params, me, mempool, block_time, metrics);
     let (c1, c2, c3) = (chain.clone(), chain.clone(), chain.clone());

@@ -300,8 +300,14 @@ async fn main() -> Result<()> {
     for &v in &args.validators {
         let net = start_net(&bin, v, args.block_time_ms)?;
         let mut clients = Vec::new();
-        for e in &net.endpoints {
-            clients.push(connect_ready(e).await?);
+        for (i, e) in net.endpoints.iter().enumerate() {
+            match connect_ready(e).await {
+                Ok(c) => clients.push(c),
+                Err(err) => {
+                    let log = std::fs::read_to_string(net._dir.path().join(format!("node-{i}.log"))).unwrap_or_default();
+                    bail!("{err}\nnode log:\n{log}");
+                }
+            }
         }
         let chain_id = clients[0].status().await?.chain_id;
         let keys = fund(&clients[0], &net.ops, args.senders, &chain_id).await?;
