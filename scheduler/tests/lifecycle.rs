@@ -116,6 +116,7 @@ struct Env {
     agents: Vec<AgentProc>,
     sched: Option<Proc>,
     sched_port: u16,
+    metrics_port: u16,
     fee: Amount,
     fee_bps: u32,
 }
@@ -193,6 +194,7 @@ impl Env {
             agents: vec![],
             sched: None,
             sched_port: free_port(),
+            metrics_port: free_port(),
             fee,
             fee_bps: status.marketplace_fee_bps,
         };
@@ -302,7 +304,7 @@ impl Env {
             "--listen".into(),
             format!("127.0.0.1:{}", self.sched_port),
             "--metrics-listen".into(),
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", self.metrics_port),
             "--state-dir".into(),
             self.root
                 .path()
@@ -455,6 +457,18 @@ impl Env {
             }
         }
     }
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
 }
 
 fn sleep_runtime(secs: u32) -> Runtime {
@@ -682,6 +696,15 @@ async fn seed_scenario_end_to_end() {
     assert!(m.dispatched_total >= 1 && m.settled_total >= 1, "{m:?}");
     assert!(m.placement_latency_p99_ms > 0.0);
 
+    // Prometheus text on the metrics port.
+    let text = http_get(env.metrics_port, "/metrics").await;
+    assert!(text.contains("aitbc_scheduler_queue_length"), "{text}");
+    assert!(
+        text.contains("aitbc_scheduler_placement_latency_seconds_count"),
+        "{text}"
+    );
+    assert!(text.contains("aitbc_scheduler_settled_total 1"), "{text}");
+
     // SIGTERM stops the scheduler cleanly.
     let st = env.sched.as_mut().unwrap().sigterm();
     assert!(st.success(), "scheduler exit status {st:?}");
@@ -869,6 +892,22 @@ async fn killed_agent_job_moves_to_another_agent_or_is_refunded() {
     let job = env
         .submit(&listing, 3, spec(JobKind::Inference, 1, 0), 600)
         .await;
+    // Watch it through the scheduler's API from the start.
+    let mut api = env.api().await;
+    let mut stream = api
+        .watch_job(spb::WatchJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Ok(Some(info)) = stream.message().await {
+            seen.push(info);
+        }
+        seen
+    });
     let first = env.wait_assigned_to(&job, WAIT).await;
     // Let it start, then kill its agent.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -883,6 +922,16 @@ async fn killed_agent_job_moves_to_another_agent_or_is_refunded() {
         .unwrap();
     assert_ne!(first, second, "the job finished on the other agent");
     assert_eq!(j.assignments, 2);
+    let seen = tokio::time::timeout(WAIT, watcher).await.unwrap().unwrap();
+    let phases: Vec<&str> = seen.iter().map(|i| i.phase.as_str()).collect();
+    assert!(phases.contains(&"running"), "phases seen: {phases:?}");
+    let last = seen.last().unwrap();
+    assert!(last.terminal && last.phase == "settled", "last: {last:?}");
+    assert_eq!(last.attempts, 2);
+    assert!(
+        seen.iter().any(|i| i.agent_id == env.agents[first].id)
+            && last.agent_id == env.agents[second].id
+    );
 
     // Now only one agent is left: kill it mid-job; the job is refunded after its deadline.
     let (_, escrow_before) = env.chain.balance(&env.customer.address()).await.unwrap();
