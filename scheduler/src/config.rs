@@ -33,6 +33,29 @@ pub struct SchedulerConfig {
     pub tx_timeout: Duration,
     /// Terminal job records older than this are dropped from the state file.
     pub retain_terminal: Duration,
+    /// Fault injection for crash-recovery tests: abort the process right after this step is
+    /// committed on chain ([`CrashPoint`]). `None` in normal operation.
+    pub crash_after: Option<CrashPoint>,
+}
+
+/// Steps after which [`SchedulerConfig::crash_after`] aborts the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// AssignJob committed, RunJob not sent.
+    Assign,
+    /// ReportResult committed, SettleJob/RefundJob not sent.
+    Report,
+}
+
+impl std::str::FromStr for CrashPoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "assign" => Ok(CrashPoint::Assign),
+            "report" => Ok(CrashPoint::Report),
+            _ => Err(format!("unknown crash point {s:?}; use assign or report")),
+        }
+    }
 }
 
 impl SchedulerConfig {
@@ -55,6 +78,7 @@ impl SchedulerConfig {
             job_grace: Duration::from_secs(30),
             tx_timeout: Duration::from_secs(30),
             retain_terminal: Duration::from_secs(24 * 3600),
+            crash_after: None,
         }
     }
 }

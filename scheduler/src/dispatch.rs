@@ -650,6 +650,7 @@ async fn assign(s: &Arc<Scheduler>, job: &Job, agent: &AgentView) -> Result<bool
         s.metrics.observe_placement(ms);
     }
     tracing::info!(job = %job.id, agent = %agent.agent_id, attempt = now.assignments, "assignment committed");
+    crash_point(s, crate::config::CrashPoint::Assign);
     Ok(true)
 }
 
@@ -828,6 +829,15 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
     }
 }
 
+/// Test fault injection: abort (no shutdown code, like kill -9) after `point`.
+fn crash_point(s: &Scheduler, point: crate::config::CrashPoint) {
+    if s.config.crash_after == Some(point) {
+        s.flush();
+        tracing::error!(?point, "crash point reached; aborting (fault injection)");
+        std::process::abort();
+    }
+}
+
 fn terminal_now(s: &Scheduler, id: &str) -> bool {
     s.state
         .lock()
@@ -873,6 +883,7 @@ async fn handle_receipt(
         return Ok(());
     }
     report(s, id, receipt).await?;
+    crash_point(s, crate::config::CrashPoint::Report);
     if ok {
         settle(s, id).await
     } else {

@@ -82,6 +82,10 @@ struct RunArgs {
     /// JSON logs.
     #[arg(long)]
     log_json: bool,
+    /// Fault injection for crash-recovery tests: abort right after `assign` or `report` is
+    /// committed.
+    #[arg(long, hide = true)]
+    crash_after: Option<aitbc_scheduler::config::CrashPoint>,
 }
 
 fn parse_agent(s: &str) -> Result<AgentEndpoint> {
@@ -141,6 +145,7 @@ async fn main() -> Result<()> {
     config.agent_loss_checks = a.agent_loss_checks;
     config.aging = Duration::from_secs(a.aging_secs);
     config.job_grace = Duration::from_secs(a.job_grace_secs);
+    config.crash_after = a.crash_after;
     tracing::info!(agents = agents.len(), "starting the scheduler");
     aitbc_scheduler::run(config, Arc::new(StaticAgents(agents)), shutdown_signal()).await?;
     tracing::info!("scheduler stopped");

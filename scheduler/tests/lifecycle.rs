@@ -72,6 +72,20 @@ impl Proc {
             let _ = c.wait();
         }
     }
+    /// Waits for the process to exit on its own.
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let c = self.child.as_mut().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(start.elapsed() < timeout, "{} did not exit", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn sigterm(&mut self) -> std::process::ExitStatus {
         let c = self.child.as_mut().expect("running");
         let pid = c.id().to_string();
@@ -294,6 +308,10 @@ impl Env {
     }
 
     fn start_scheduler(&mut self) {
+        self.start_scheduler_with(&[]);
+    }
+
+    fn start_scheduler_with(&mut self, extra: &[&str]) {
         let key_file = self.root.path().join("scheduler.key");
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -322,6 +340,7 @@ impl Env {
             args.push("--agent".into());
             args.push(format!("{}=http://127.0.0.1:{}", a.id, a.port));
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         self.sched = Some(Proc::spawn(
             "aitbc-scheduler",
             &bin("aitbc-scheduler"),
@@ -1231,4 +1250,67 @@ async fn job_input_is_checked_and_delivered() {
         .unwrap()
         .into_inner();
     assert_eq!(file.data, data);
+}
+
+/// The scheduler dies (abort, like kill -9) right after AssignJob is committed and before the
+/// job starts, then right after ReportResult is committed and before settlement. Each restart
+/// resumes from the chain: the job starts on its assigned agent, then is settled exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_crash_between_chain_steps_is_recovered() {
+    let mut env = Env::new().await;
+    let provider = env.provider.clone();
+    let a = env.agent("c1", &provider, Serves::AnyProvider, 1).await;
+    let listing = env
+        .listing("crash", ServiceType::AiInference, 5, sleep_runtime(1))
+        .await;
+    let (provider_before, _) = env.chain.balance(&provider.address()).await.unwrap();
+    env.start_scheduler_with(&["--crash-after", "assign"]);
+    let job = env
+        .submit(&listing, 5, spec(JobKind::Inference, 1, 0), 600)
+        .await;
+    let st = env.sched.as_mut().unwrap().wait_exit(WAIT);
+    assert!(!st.success(), "the scheduler aborted: {st:?}");
+    let j = env.chain.job(&job).await.unwrap();
+    assert_eq!(j.status, JobStatus::Assigned);
+    let mut agent = aitbc_gpu_agent::AgentClient::connect(
+        format!("http://127.0.0.1:{}", env.agents[a].port),
+        env.scheduler_key.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        agent.get_job(&job).await.unwrap_err().code(),
+        tonic::Code::NotFound,
+        "not started before the crash"
+    );
+
+    env.start_scheduler_with(&["--crash-after", "report"]);
+    let st = env
+        .sched
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(60));
+    assert!(!st.success());
+    let j = env.chain.job(&job).await.unwrap();
+    assert_eq!(
+        j.status,
+        JobStatus::Succeeded,
+        "result reported, not settled yet"
+    );
+
+    env.start_scheduler();
+    let j = env.wait_status(&job, &[JobStatus::Settled], WAIT).await;
+    assert_eq!(
+        j.assignments, 1,
+        "resumed on the same agent, never re-assigned"
+    );
+    let (provider_after, _) = env.chain.balance(&provider.address()).await.unwrap();
+    assert_eq!(
+        provider_after.checked_sub(provider_before).unwrap(),
+        paid_for(Amount::from_ait(5).unwrap(), env.fee_bps),
+        "paid exactly once"
+    );
+    let (_, escrow) = env.chain.balance(&env.customer.address()).await.unwrap();
+    assert_eq!(escrow, Amount::ZERO);
+    env.assert_conserved().await;
 }
