@@ -98,8 +98,11 @@ async fn start_chain(dir: &std::path::Path) -> (NodeProcess, ChainClient, Keypai
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let ops = std::fs::read_to_string(dir.join("genesis-ops.key")).unwrap();
-    (guard, client, Keypair::from_secret_hex(ops.trim()).unwrap())
+    (guard, client, read_key(&dir.join("genesis-ops.key")))
+}
+
+fn read_key(p: &std::path::Path) -> Keypair {
+    Keypair::from_secret_hex(std::fs::read_to_string(p).unwrap().trim()).unwrap()
 }
 
 /// Runs reconcile passes over every resource until `done` holds (or fails after 30 s).
@@ -278,4 +281,172 @@ async fn marketplace_resources_go_through_their_phases_on_a_real_chain() {
         .filter(|s| matches!(s.tx.action, aitbc_protocol::tx::Action::SubmitJob { .. }))
         .count();
     assert_eq!(submits, 1, "one job submission on chain");
+}
+
+/// A GPU agent process (simulated GPU) owned by `owner`, accepting `scheduler`.
+fn start_agent(
+    dir: &std::path::Path,
+    owner: &Keypair,
+    scheduler: &Keypair,
+    port: u16,
+) -> (NodeProcess, Keypair) {
+    let key = Keypair::generate();
+    let key_file = dir.join("agent.key");
+    std::fs::write(&key_file, key.secret_hex()).unwrap();
+    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+    let child = Command::new(binary("aitbc-gpu-agent"))
+        .arg("run")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--state-dir")
+        .arg(dir.join("agent-state"))
+        .args([
+            "--chain-id",
+            "aitbc-operator-test",
+            "--agent-id",
+            "gpu-node-1",
+        ])
+        .arg("--key-file")
+        .arg(&key_file)
+        .args(["--scheduler-key", &scheduler.public().to_hex()])
+        .args(["--owner", &owner.address().to_string(), "--serves", "any"])
+        .args([
+            "--simulate-gpus",
+            "1",
+            "--simulated-gpu-memory-mib",
+            "16384",
+            "--no-nvml",
+            "--sample-interval-secs",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("aitbc-gpu-agent starts");
+    (NodeProcess(child), key)
+}
+
+#[tokio::test]
+async fn aijob_runs_on_a_gpu_agent_pod_through_the_in_process_scheduler() {
+    use aitbc_operator::agents::PodAgents;
+    use aitbc_operator::scheduler::SchedulerHandle;
+    use aitbc_protocol::tx::{Action, Serves};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, client, ops) = start_chain(dir.path()).await;
+    let scheduler_key = read_key(&dir.path().join("scheduler.key"));
+    let handle = Arc::new(SchedulerHandle::default());
+    let w = World::with_chain_and_jobs(Arc::new(client.clone()), handle.clone());
+    w.wallet_with_given_key("genesis-ops", &ops, json!({}));
+    let provider = Keypair::generate();
+    w.wallet_with_given_key(
+        "provider",
+        &provider,
+        json!({"funding": {"fromWallet": "genesis-ops", "amount": "100"}}),
+    );
+    w.add(
+        "Wallet",
+        "wallets",
+        "customer",
+        json!({"funding": {"fromWallet": "genesis-ops", "amount": "100"}}),
+    );
+    // The scheduler pays fees for AssignJob / ReportResult / SettleJob (a Node's genesis funds it).
+    w.wallet_with_given_key(
+        "scheduler",
+        &scheduler_key,
+        json!({"funding": {"fromWallet": "genesis-ops", "amount": "10"}}),
+    );
+    drive(&w, "funding", |w| {
+        ["provider", "customer", "scheduler"].iter().all(|n| {
+            w.obj::<Wallet>("wallets", n)
+                .status
+                .is_some_and(|s| s.funded)
+        })
+    })
+    .await;
+
+    // The agent registers on chain (its owner signs), and runs as a "DaemonSet pod" the
+    // operator discovers through the (mocked) Kubernetes API.
+    let port = free_port();
+    let (_agent, agent_key) = start_agent(dir.path(), &provider, &scheduler_key, port);
+    let register = Action::RegisterAgent {
+        agent_key: agent_key.public(),
+        agent_id: "gpu-node-1".into(),
+        serves: Serves::AnyProvider,
+    };
+    client
+        .send_and_wait(
+            &provider,
+            register,
+            "0.001".parse().unwrap(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "gpu-agent-x7k2p", "namespace": common::NS, "labels": {"app.kubernetes.io/component": "gpu-agent"}},
+        "spec": {"nodeName": "gpu-node-1", "containers": [{"name": "agent", "ports": [{"name": "grpc", "containerPort": port}]}]},
+        "status": {"phase": "Running", "podIP": "127.0.0.1"}
+    });
+    w.api.put(common::CORE, "pods", pod);
+    let mut config = aitbc_scheduler::SchedulerConfig::new(
+        client.endpoint(),
+        scheduler_key.secret_hex(),
+        dir.path().join("scheduler"),
+    );
+    config.agent_refresh = Duration::from_millis(200);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let agents = Arc::new(PodAgents::new(w.ctx.client.clone(), Some(common::NS)));
+    let sched = tokio::spawn(aitbc_operator::scheduler::run(
+        handle.clone(),
+        config,
+        agents,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+
+    let start = Instant::now();
+    while handle.get().is_none() {
+        if sched.is_finished() {
+            panic!("the scheduler stopped: {:?}", sched.await);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the scheduler did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.add(
+        "ServiceListing",
+        "servicelistings",
+        "render",
+        json!({"wallet": "provider", "name": "Render", "type": "ai-inference", "price": "10",
+               "runtime": {"command": ["/bin/sh", "-c", "echo AITBC_PROGRESS 50; sleep 1; echo done > \"$AITBC_OUTPUT_DIR/out.txt\""]}}),
+    );
+    w.add(
+        "AIJob",
+        "aijobs",
+        "frame",
+        json!({"wallet": "customer", "listing": "render", "type": "inference", "payment": "10", "gpus": 1, "memoryMiB": 1024, "timeLimitSeconds": 60}),
+    );
+    drive(&w, "the job to succeed and settle", |w| {
+        w.obj::<AiJob>("aijobs", "frame")
+            .status
+            .is_some_and(|s| s.phase == AiJobPhase::Succeeded && s.settlement_tx_hash.is_some())
+    })
+    .await;
+    let st = w.obj::<AiJob>("aijobs", "frame").status.unwrap();
+    assert_eq!(st.agent.as_deref(), Some("gpu-node-1"));
+    assert_eq!(st.progress, Some(100));
+    assert!(st.result_digest.is_some());
+    let job = client.job(st.job_id.as_deref().unwrap()).await.unwrap();
+    assert_eq!(job.status, JobStatus::Settled);
+    let reasons = w.event_reasons();
+    for r in ["JobSubmitted", "JobSucceeded"] {
+        assert!(reasons.contains(&r.to_string()), "{r} in {reasons:?}");
+    }
+    let _ = stop_tx.send(true);
+    let _ = sched.await;
 }

@@ -615,12 +615,20 @@ impl World {
 
     /// A world whose reconcilers talk to `chain` (a real node) instead of the in-memory one.
     pub fn with_chain(chain: Arc<dyn ChainApi>) -> World {
+        World::with_chain_and_jobs(chain, Arc::new(NoTracker))
+    }
+
+    /// As `with_chain`, with the scheduler's job records from `jobs`.
+    pub fn with_chain_and_jobs(
+        chain: Arc<dyn ChainApi>,
+        jobs: Arc<dyn aitbc_operator::context::JobTracker>,
+    ) -> World {
         let mut w = World::new();
         w.ctx = Arc::new(Context::new(
             client(w.api.clone()),
             Arc::new(FixedChain(chain)),
             w.events.clone(),
-            Arc::new(NoTracker),
+            jobs,
             Arc::new(Metrics::new()),
             Config {
                 operator_namespace: "aitbc-system".into(),
