@@ -665,6 +665,7 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
         t => Duration::from_secs(t),
     };
     let give_up = Instant::now() + limit + s.config.job_grace;
+    let mut lease_id = rec.lease_id.clone();
     // Already on the agent (a restart of the scheduler)? Else start it.
     loop {
         match tokio::time::timeout(Duration::from_secs(5), client.get_job(id)).await {
@@ -698,7 +699,7 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
                         &rec.spec,
                         &runtime,
                         input,
-                        rec.lease_id.as_deref(),
+                        lease_id.as_deref(),
                     ),
                 )
                 .await;
@@ -714,6 +715,24 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
                         break;
                     }
                     Ok(Err(st)) if st.code() == Code::AlreadyExists => continue,
+                    Ok(Err(st)) if st.code() == Code::ResourceExhausted => {
+                        // The agent is momentarily fuller than the scheduler's model (e.g. a
+                        // lease made elsewhere): the assignment stands; try again shortly.
+                        update(s, id, |r| {
+                            r.message = format!(
+                                "waiting for capacity on {}: {}",
+                                agent.agent_id,
+                                st.message()
+                            )
+                        });
+                    }
+                    Ok(Err(st)) if st.code() == Code::NotFound && lease_id.is_some() => {
+                        // The customer's lease expired or was released: run outside it.
+                        tracing::info!(job = %id, lease = ?lease_id, "lease gone; running the job outside it");
+                        update(s, id, |r| r.lease_id = None);
+                        lease_id = None;
+                        continue;
+                    }
                     Ok(Err(st))
                         if matches!(
                             st.code(),
