@@ -51,15 +51,19 @@ pub fn endpoints_from_pods(pods: &[Pod]) -> Vec<AgentEndpoint> {
 /// Lists gpu-agent pods (in one namespace, or all) on every call.
 pub struct PodAgents {
     api: Api<Pod>,
+    selector: String,
 }
 
 impl PodAgents {
-    pub fn new(client: Client, namespace: Option<&str>) -> PodAgents {
+    pub fn new(client: Client, namespace: Option<&str>, selector: &str) -> PodAgents {
         let api = match namespace {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
         };
-        PodAgents { api }
+        PodAgents {
+            api,
+            selector: selector.to_string(),
+        }
     }
 }
 
@@ -68,7 +72,7 @@ impl AgentSource for PodAgents {
     async fn agents(&self) -> Result<Vec<AgentEndpoint>, SourceError> {
         let pods = self
             .api
-            .list(&ListParams::default().labels(AGENT_SELECTOR))
+            .list(&ListParams::default().labels(&self.selector))
             .await
             .map_err(|e| SourceError::Discovery(e.to_string()))?;
         Ok(endpoints_from_pods(&pods.items))

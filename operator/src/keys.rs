@@ -11,6 +11,11 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
 
+/// Hex public key entry of key Secrets (the gpu-agents trust the scheduler's).
+pub const PUBLIC_KEY_FIELD: &str = "public-key";
+/// Also accepted as the secret key entry.
+const SECRET_KEY_ALIASES: [&str; 2] = ["secret-key", "key"];
+
 /// Label on every Secret the operator creates.
 pub const MANAGED_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_VALUE: &str = "aitbc-operator";
@@ -46,6 +51,10 @@ pub fn key_secret(
             SECRET_ADDRESS_FIELD.to_string(),
             ByteString(key.address().to_string().into_bytes()),
         ),
+        (
+            PUBLIC_KEY_FIELD.to_string(),
+            ByteString(key.public().to_hex().into_bytes()),
+        ),
     ]);
     Secret {
         metadata: ObjectMeta {
@@ -60,13 +69,16 @@ pub fn key_secret(
     }
 }
 
-/// The key in a key Secret (`private-key`, hex; also accepts a `key` entry as written by
-/// `kubectl create secret generic --from-file=key=…`).
+/// The key in a key Secret (`private-key`, hex; also accepts `secret-key`, and `key` as written
+/// by `kubectl create secret generic --from-file=key=…`).
 pub fn keypair_from_secret(secret: &Secret) -> Result<Keypair> {
     let name = secret.name_any();
     let data = secret.data.as_ref();
     let raw = data
-        .and_then(|d| d.get(SECRET_KEY_FIELD).or_else(|| d.get("key")))
+        .and_then(|d| {
+            d.get(SECRET_KEY_FIELD)
+                .or_else(|| SECRET_KEY_ALIASES.iter().find_map(|k| d.get(*k)))
+        })
         .ok_or_else(|| Error::BadKey {
             name: name.clone(),
             reason: format!("it has no `{SECRET_KEY_FIELD}` entry"),
@@ -135,6 +147,7 @@ mod tests {
             data[SECRET_ADDRESS_FIELD].0,
             k.address().to_string().into_bytes()
         );
+        assert_eq!(data[PUBLIC_KEY_FIELD].0, k.public().to_hex().into_bytes());
         assert_eq!(s.metadata.labels.unwrap()[MANAGED_LABEL], MANAGED_VALUE);
     }
 
@@ -146,6 +159,12 @@ mod tests {
             .unwrap()
             .insert(SECRET_KEY_FIELD.into(), ByteString(b"nothex".to_vec()));
         assert!(matches!(keypair_from_secret(&s), Err(Error::BadKey { .. })));
+        let other = Keypair::generate();
+        s.data = Some(BTreeMap::from([(
+            "secret-key".to_string(),
+            ByteString(other.secret_hex().into_bytes()),
+        )]));
+        assert_eq!(keypair_from_secret(&s).unwrap().address(), other.address());
         s.data = None;
         assert!(matches!(keypair_from_secret(&s), Err(Error::BadKey { .. })));
     }

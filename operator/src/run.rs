@@ -2,7 +2,7 @@
 //! the scheduler.
 
 use crate::agents::PodAgents;
-use crate::chain::KubeChains;
+use crate::chain::{ChainProvider, KubeChains};
 use crate::context::{Config, Context, KubeEvents};
 use crate::controllers::{aijob, bid, error_policy, instrumented, listing, node, wallet};
 use crate::http::Health;
@@ -60,22 +60,30 @@ pub struct RunArgs {
         default_value = "aitbc-scheduler-key"
     )]
     pub scheduler_secret: String,
-    /// Scheduler state directory (job records; rebuilt from the chain when lost).
+    /// Writable state directory; the scheduler keeps its job records in `<dir>/scheduler`
+    /// (rebuilt from the chain when lost).
     #[arg(
         long,
-        env = "AITBC_SCHEDULER_STATE_DIR",
-        default_value = "/tmp/aitbc-scheduler"
+        env = "AITBC_STATE_DIR",
+        default_value = "/var/lib/aitbc-operator"
     )]
-    pub scheduler_state_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// Label selector of the gpu-agent DaemonSet pods.
+    #[arg(long, env = "AITBC_GPU_AGENT_SELECTOR", default_value = crate::agents::AGENT_SELECTOR)]
+    pub gpu_agent_selector: String,
+    /// Chain id the scheduler expects; it does not start against another chain.
+    #[arg(long, env = "AITBC_CHAIN_ID")]
+    pub chain_id: Option<String>,
     /// Do not run the scheduler in this process.
     #[arg(long, env = "AITBC_NO_SCHEDULER")]
     pub no_scheduler: bool,
-    /// Run without leader election (a single replica).
-    #[arg(long, env = "AITBC_NO_LEADER_ELECTION")]
-    pub no_leader_election: bool,
+    /// Leader election over a Lease (turn off only with a single replica).
+    #[arg(long, env = "AITBC_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader Lease in the operator's namespace.
     #[arg(
         long,
-        env = "AITBC_LEASE_NAME",
+        env = "AITBC_LEADER_ELECTION_LEASE",
         default_value = "aitbc-operator-leader"
     )]
     pub lease_name: String,
@@ -117,7 +125,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         lease_duration: Duration::from_secs(15),
         renew_every: Duration::from_secs(5),
     };
-    if !args.no_leader_election {
+    if args.leader_election {
         health.ready.store(true, Ordering::Relaxed);
         tracing::info!(lease = %lcfg.lease_name, identity = %lcfg.identity, "waiting to become the leader");
         leader::acquire(&leases, &lcfg).await;
@@ -157,7 +165,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let controllers = controllers(client.clone(), ctx, args.watch_namespace.as_deref());
-    let result = if args.no_leader_election {
+    let result = if !args.leader_election {
         controllers.await;
         Ok(())
     } else {
@@ -236,6 +244,7 @@ async fn scheduler_loop(
     let agents = Arc::new(PodAgents::new(
         client.clone(),
         args.agent_namespace.as_deref(),
+        &args.gpu_agent_selector,
     ));
     loop {
         if *stop.borrow() {
@@ -254,10 +263,22 @@ async fn scheduler_loop(
                 ensure_key_secret(&secrets, &args.namespace, &args.scheduler_secret, labels)
                     .await
                     .map_err(|e| e.to_string())?;
+            if let Some(expected) = &args.chain_id {
+                let chain = chains
+                    .chain(&args.namespace, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let actual = chain.info().await.map_err(|e| e.to_string())?.chain_id;
+                if &actual != expected {
+                    return Err(format!(
+                        "the chain at {endpoint} is {actual}, not {expected} (AITBC_CHAIN_ID)"
+                    ));
+                }
+            }
             let config = aitbc_scheduler::SchedulerConfig::new(
                 endpoint,
                 key.secret_hex(),
-                args.scheduler_state_dir.clone(),
+                args.state_dir.join("scheduler"),
             );
             let mut rx = stop.clone();
             crate::scheduler::run(handle.clone(), config, agents.clone(), async move {

@@ -397,7 +397,11 @@ async fn aijob_runs_on_a_gpu_agent_pod_through_the_in_process_scheduler() {
     );
     config.agent_refresh = Duration::from_millis(200);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let agents = Arc::new(PodAgents::new(w.ctx.client.clone(), Some(common::NS)));
+    let agents = Arc::new(PodAgents::new(
+        w.ctx.client.clone(),
+        Some(common::NS),
+        aitbc_operator::agents::AGENT_SELECTOR,
+    ));
     let sched = tokio::spawn(aitbc_operator::scheduler::run(
         handle.clone(),
         config,
