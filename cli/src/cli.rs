@@ -73,7 +73,7 @@ pub enum Command {
         /// Address (or the name of a local wallet).
         #[arg(long)]
         to: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         amount: Amount,
     },
     /// A wallet's history, newest first; or (--cross-node) a window read from every node.
@@ -256,7 +256,7 @@ pub struct MarketplaceArgs {
     /// Service type: ai-inference, ai-training, gpu-rental, data-processing.
     #[arg(long = "type")]
     pub service_type: Option<aitbc_protocol::tx::ServiceType>,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub price: Option<Amount>,
     #[arg(long)]
     pub wallet: Option<String>,
@@ -274,7 +274,7 @@ pub struct MarketplaceArgs {
     pub service_id: Option<String>,
     #[arg(long)]
     pub bid_id: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub amount: Option<Amount>,
     #[arg(long)]
     pub period: Option<Period>,
@@ -306,7 +306,7 @@ pub struct AiSubmitArgs {
     pub wallet: String,
     #[arg(long = "type", value_enum)]
     pub job_type: JobType,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub payment: Option<Amount>,
     #[arg(long)]
     pub service_id: Option<String>,
