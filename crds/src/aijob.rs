@@ -59,7 +59,7 @@ pub struct AiJobSpec {
     pub job_type: JobType,
     /// AIT locked in escrow for the job (ignored, and may be omitted, with `bid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"))]
+    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"), length(max = 37))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("a job cannot change once created; delete it (cancels and refunds) and create another"))]
     pub payment: Option<String>,
     #[serde(default)]

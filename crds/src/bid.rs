@@ -43,7 +43,7 @@ pub struct BidSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("a bid cannot change once placed; delete it (cancels and refunds) and create another"))]
     pub wallet: String,
     /// AIT; at least the listing's price.
-    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"))]
+    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"), length(max = 37))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("a bid cannot change once placed; delete it (cancels and refunds) and create another"))]
     pub amount: String,
 }

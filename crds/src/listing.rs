@@ -71,7 +71,7 @@ pub struct ServiceListingSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("type cannot change; create a new listing"))]
     pub service_type: ServiceType,
     /// Price in AIT, e.g. `25` or `0.5`.
-    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"))]
+    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"), length(max = 37))]
     pub price: String,
     #[serde(default)]
     #[schemars(length(max = 4096))]

@@ -107,7 +107,7 @@ pub struct NodeGenesis {
     pub allocations: Vec<GenesisAllocation>,
     /// Smallest transaction fee in AIT (default 0.001).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"))]
+    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"), length(max = 37))]
     pub min_fee: Option<String>,
     /// Marketplace fee burned at settlement, in basis points (default 250).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,7 +137,7 @@ pub struct GenesisAllocation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// AIT, e.g. `1000000` or `0.5`.
-    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"))]
+    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"), length(max = 37))]
     pub amount: String,
 }
 

@@ -49,7 +49,7 @@ pub struct WalletFunding {
     #[schemars(length(min = 1, max = 253))]
     pub from_wallet: String,
     /// AIT to transfer.
-    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"))]
+    #[schemars(regex(pattern = r"^[0-9]{1,30}(\.[0-9]{1,6})?$"), length(max = 37))]
     pub amount: String,
 }
 
