@@ -478,6 +478,10 @@ async fn aijob_submits_with_escrow_mirrors_the_chain_and_cancels_on_delete() {
     let st = w.obj::<AiJob>("aijobs", "img").status.unwrap();
     let job_id = st.job_id.clone().unwrap();
     assert_eq!(st.phase, AiJobPhase::Submitted);
+    assert!(st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.is_true() && c.reason == "OnChain"));
     assert_eq!(st.submit_tx_hash.as_deref(), Some(hash.as_str()));
     assert_eq!(st.escrow.as_deref(), Some("25"));
     let submits: Vec<Action> = w
@@ -563,7 +567,14 @@ async fn aijob_draws_on_an_accepted_bid_and_waits_for_acceptance() {
         json!({"wallet": "customer", "listing": "sdxl", "bid": "rent", "type": "training"}),
     );
     job_pass(&w, "train").await.unwrap(); // finalizer
-    let err = job_pass(&w, "train").await.unwrap_err();
+    let obj: AiJob = w.obj("aijobs", "train");
+    let err = instrumented(Arc::new(obj), w.ctx.clone(), aijob::reconcile)
+        .await
+        .unwrap_err();
+    let cond = w.obj::<AiJob>("aijobs", "train").status.unwrap().conditions;
+    assert!(cond.iter().any(|c| c.type_ == "Ready"
+        && !c.is_true()
+        && c.message.contains("a job draws only on an accepted bid")));
     assert_eq!(err.reason(), "DependencyNotReady", "{err}");
     assert!(w
         .chain
@@ -579,7 +590,22 @@ async fn aijob_draws_on_an_accepted_bid_and_waits_for_acceptance() {
     listing_pass(&w, "sdxl").await;
     bid_pass(&w, "rent").await.unwrap();
     let bid_id = w.obj::<Bid>("bids", "rent").status.unwrap().bid_id.unwrap();
+    let obj: AiJob = w.obj("aijobs", "train");
+    let err = instrumented(Arc::new(obj), w.ctx.clone(), aijob::reconcile).await;
+    assert!(err.is_ok(), "{err:?}");
     job_pass(&w, "train").await.unwrap();
+    let ready = w
+        .obj::<AiJob>("aijobs", "train")
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.is_true(),
+        "the earlier DependencyNotReady condition is replaced: {ready:?}"
+    );
     let submit = w
         .chain
         .actions()

@@ -291,6 +291,20 @@ pub async fn reconcile(job: Arc<AiJob>, ctx: Arc<Context>) -> Result<Requeue> {
             requeue = Duration::from_secs(300);
         }
     }
+    let msg = match &st.job_id {
+        Some(id) => format!("job {id} is {:?}", st.phase),
+        None if st.phase == AiJobPhase::Failed => st.message.clone(),
+        None => "submitting the job".into(),
+    };
+    let ready = st.job_id.is_some();
+    let reason = if ready {
+        "OnChain"
+    } else if st.phase == AiJobPhase::Failed {
+        "SubmitFailed"
+    } else {
+        "Submitting"
+    };
+    condition(&*job, &mut st, "Ready", ready, reason, msg);
     write_status(&ctx, &*job, &st).await?;
     Ok(Requeue::requeue(requeue))
 }
