@@ -62,6 +62,8 @@ async fn handle_block(s: &Arc<Scheduler>, block: &pb::CommittedBlock) {
             apply_event(s, ev, &r.tx_hash).await;
         }
     }
+    // Wake dispatch tasks waiting for their transactions (after the events are applied).
+    s.sender.committed(&receipts);
     s.state.lock().next_height = height + 1;
     s.height.fetch_max(height, Ordering::AcqRel);
     s.metrics.last_height.set(height as i64);
