@@ -23,6 +23,8 @@ pub enum MempoolError {
 struct Entry {
     tx: SignedTransaction,
     seq: u64,
+    /// When the transaction was last sent to peers (admission counts as sent).
+    gossiped: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -63,7 +65,7 @@ impl Mempool {
         m.seq += 1;
         let seq = m.seq;
         m.by_sender.entry(sender).or_default().insert(nonce, hash);
-        m.by_hash.insert(hash, Entry { tx, seq });
+        m.by_hash.insert(hash, Entry { tx, seq, gossiped: std::time::Instant::now() });
         Ok(())
     }
 
@@ -81,6 +83,25 @@ impl Mempool {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Encoded transactions pending for longer than `age` since they were last gossiped (at most
+    /// `max`, oldest first); marks them gossiped now. A gossip message lost on a full peer queue
+    /// is thus repeated instead of leaving the transaction stranded on one node.
+    pub fn due_for_regossip(&self, age: std::time::Duration, max: usize) -> Vec<Vec<u8>> {
+        let mut m = self.inner.lock();
+        let now = std::time::Instant::now();
+        let mut due: Vec<(u64, Hash)> =
+            m.by_hash.iter().filter(|(_, e)| now.duration_since(e.gossiped) >= age).map(|(h, e)| (e.seq, *h)).collect();
+        due.sort_unstable();
+        due.truncate(max);
+        due.into_iter()
+            .filter_map(|(_, h)| {
+                let e = m.by_hash.get_mut(&h)?;
+                e.gossiped = now;
+                Some(e.tx.encode())
+            })
+            .collect()
     }
 
     /// The next nonce a sender should use, counting its consecutive pending transactions.
@@ -202,5 +223,7 @@ mod tests {
         m.remove_committed(&[h0], |_| 2);
         assert_eq!(m.len(), 1, "committed and stale nonces dropped");
         assert!(m.contains(&h2));
+        assert!(m.due_for_regossip(std::time::Duration::from_secs(60), 10).is_empty());
+        assert_eq!(m.due_for_regossip(std::time::Duration::ZERO, 10).len(), 1);
     }
 }

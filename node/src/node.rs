@@ -148,11 +148,26 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     for peer in &cfg.peers {
         tokio::spawn(net.clone().dial_forever(peer.clone()));
     }
+    tokio::spawn(net.clone().flush_gossip_forever(Duration::from_millis(5)));
+    {
+        // Repeat gossip of transactions still pending after a while (lost on a full queue, or
+        // sent while a peer was down).
+        let (net, mempool) = (net.clone(), mempool.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                for tx in mempool.due_for_regossip(Duration::from_secs(3), 20_000) {
+                    net.queue_gossip(tx);
+                }
+            }
+        });
+    }
 
     let block_time = Duration::from_millis(cfg.genesis.block_time_ms);
     // A view must fit a block time of waiting plus proposal, validation and votes; a crashed
     // leader costs this much per view of its tenure.
-    let max_view_time = block_time * 2 + Duration::from_millis(600);
+    let max_view_time = block_time * 2 + Duration::from_millis(1000);
     let configuration = Configuration::builder()
         .me(cfg.key.signing_key().clone())
         .chain_id(hotstuff_chain_id(&params.chain_id))

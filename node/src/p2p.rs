@@ -70,6 +70,8 @@ struct Shared {
     fault: FaultSwitch,
     metrics: Arc<NodeMetrics>,
     next_id: AtomicU64,
+    /// Transactions waiting to be gossiped in the next batch.
+    gossip_buffer: Mutex<Vec<Vec<u8>>>,
 }
 
 #[derive(Clone)]
@@ -108,6 +110,7 @@ impl PeerNetwork {
             fault,
             metrics,
             next_id: AtomicU64::new(1),
+            gossip_buffer: Mutex::new(Vec::new()),
         };
         PeerNetwork { shared: Arc::new(shared), my_vk }
     }
@@ -156,7 +159,26 @@ impl PeerNetwork {
         }
     }
 
-    /// Sends transactions to every connected peer (mempool gossip; the mesh is full, so no
+    /// Queues a transaction for the next gossip batch (see [`Self::flush_gossip_forever`]).
+    pub fn queue_gossip(&self, tx: Vec<u8>) {
+        self.shared.gossip_buffer.lock().push(tx);
+    }
+
+    /// Sends queued transactions every few milliseconds as one signed envelope per peer: signing
+    /// and verifying per batch instead of per transaction keeps gossip off the crypto budget.
+    pub async fn flush_gossip_forever(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let batch = std::mem::take(&mut *self.shared.gossip_buffer.lock());
+            for chunk in batch.chunks(2048) {
+                self.gossip_transactions(chunk.to_vec());
+            }
+        }
+    }
+
+    /// Sends transactions to every connected peer now (mempool gossip; the mesh is full, so no
     /// re-forwarding is needed).
     pub fn gossip_transactions(&self, txs: Vec<Vec<u8>>) {
         if self.shared.fault.cut_off() || txs.is_empty() {

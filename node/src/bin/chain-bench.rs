@@ -40,6 +40,9 @@ struct Args {
     /// Only measure the crypto bound.
     #[arg(long)]
     crypto_only: bool,
+    /// Keep the nodes' data and logs (printed path) instead of deleting them.
+    #[arg(long)]
+    keep: bool,
     /// aitbc-node binary (default: next to this binary).
     #[arg(long)]
     node_bin: Option<PathBuf>,
@@ -298,7 +301,11 @@ async fn main() -> Result<()> {
         bail!("{} not found; run `cargo build --release -p aitbc-node --bins` first", bin.display());
     }
     for &v in &args.validators {
-        let net = start_net(&bin, v, args.block_time_ms)?;
+        let mut net = start_net(&bin, v, args.block_time_ms)?;
+        if args.keep {
+            let dir = std::mem::replace(&mut net._dir, tempfile::tempdir()?);
+            println!("keeping node data and logs in {}", dir.keep().display());
+        }
         let mut clients = Vec::new();
         for (i, e) in net.endpoints.iter().enumerate() {
             match connect_ready(e).await {
