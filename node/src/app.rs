@@ -170,6 +170,7 @@ impl LedgerApp {
             (check_time && header.time_ms > now_ms() + MAX_CLOCK_SKEW_MS, "time in the future"),
             (!proposer_ok, "proposer is not a validator"),
             (header.tx_count as usize != txs.len(), "transaction count"),
+            (txs.len() > self.params.max_block_txs as usize, "more transactions than a block may hold"),
         ];
         if let Some((_, what)) = problems.iter().find(|(bad, _)| *bad) {
             tracing::warn!(height = header.height, problem = what, "rejecting block with a bad header");
