@@ -24,7 +24,8 @@ pub struct ChainService {
 }
 
 fn addr(s: &str) -> Result<Address, Status> {
-    s.parse::<Address>().map_err(|e| Status::invalid_argument(e.to_string()))
+    s.parse::<Address>()
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn enc<T: borsh::BorshSerialize>(v: &T) -> Vec<u8> {
@@ -68,7 +69,12 @@ fn job_info(j: &Job) -> pb::JobInfo {
 }
 
 fn agent_info(a: &AgentRecord) -> pb::AgentInfo {
-    pb::AgentInfo { agent_key: a.key.to_string(), agent_id: a.agent_id.clone(), owner: a.owner.to_string(), encoded: enc(a) }
+    pb::AgentInfo {
+        agent_key: a.key.to_string(),
+        agent_id: a.agent_id.clone(),
+        owner: a.owner.to_string(),
+        encoded: enc(a),
+    }
 }
 
 pub fn block_info(b: &CommittedBlock) -> pb::BlockInfo {
@@ -86,17 +92,23 @@ pub fn block_info(b: &CommittedBlock) -> pb::BlockInfo {
 }
 
 fn committed_block(b: &CommittedBlock) -> pb::CommittedBlock {
-    pb::CommittedBlock { block: Some(block_info(b)), receipts: b.receipts.iter().map(enc).collect() }
+    pb::CommittedBlock {
+        block: Some(block_info(b)),
+        receipts: b.receipts.iter().map(enc).collect(),
+    }
 }
 
 fn tx_error_status(e: &TxError) -> Status {
     match e {
-        TxError::BadSignature | TxError::WrongChain { .. } | TxError::FeeTooLow { .. } | TxError::Invalid(_) | TxError::Overflow => {
-            Status::invalid_argument(e.to_string())
-        }
-        TxError::UnknownListing(_) | TxError::UnknownBid(_) | TxError::UnknownJob(_) | TxError::UnknownAgent(_) => {
-            Status::not_found(e.to_string())
-        }
+        TxError::BadSignature
+        | TxError::WrongChain { .. }
+        | TxError::FeeTooLow { .. }
+        | TxError::Invalid(_)
+        | TxError::Overflow => Status::invalid_argument(e.to_string()),
+        TxError::UnknownListing(_)
+        | TxError::UnknownBid(_)
+        | TxError::UnknownJob(_)
+        | TxError::UnknownAgent(_) => Status::not_found(e.to_string()),
         TxError::NotAllowed(_) => Status::permission_denied(e.to_string()),
         TxError::Corrupt(_) => Status::internal(e.to_string()),
         _ => Status::failed_precondition(e.to_string()),
@@ -112,28 +124,43 @@ impl ChainService {
         let sender = stx.tx.sender_address();
         let acct = chain.account(&sender);
         if stx.tx.nonce < acct.nonce {
-            return Err(tx_error_status(&TxError::StaleNonce { expected: acct.nonce, got: stx.tx.nonce }));
+            return Err(tx_error_status(&TxError::StaleNonce {
+                expected: acct.nonce,
+                got: stx.tx.nonce,
+            }));
         }
         if acct.balance < stx.tx.fee {
-            return Err(tx_error_status(&TxError::InsufficientFunds { balance: acct.balance, needed: stx.tx.fee }));
+            return Err(tx_error_status(&TxError::InsufficientFunds {
+                balance: acct.balance,
+                needed: stx.tx.fee,
+            }));
         }
         // When nothing of the sender is pending before it, the transaction's outcome on the
         // committed state is what it will most likely be: refuse it now with the reason.
         if dry_run && stx.tx.nonce == acct.nonce {
             let height = chain.committed_height().map(|h| h + 1).unwrap_or(0);
             // The signature was just checked by check_stateless.
-            let ctx = BlockContext { height, time_ms: 0, proposer: stx.tx.sender, params: &chain.params, verified: Some(&|_| true) };
+            let ctx = BlockContext {
+                height,
+                time_ms: 0,
+                proposer: stx.tx.sender,
+                params: &chain.params,
+                verified: Some(&|_| true),
+            };
             let outcome = apply_block(&chain.committed_state(), &ctx, std::slice::from_ref(&stx))
                 .map_err(|e| Status::internal(e.to_string()))?;
             if let Some(reason) = outcome.receipts.first().and_then(|r| r.error.clone()) {
                 return Err(Status::failed_precondition(reason));
             }
         }
-        chain.mempool.insert(stx, hash, acct.nonce).map_err(|e| match e {
-            MempoolError::Full(_) => Status::resource_exhausted(e.to_string()),
-            MempoolError::Duplicate(_) => Status::already_exists(e.to_string()),
-            _ => Status::failed_precondition(e.to_string()),
-        })?;
+        chain
+            .mempool
+            .insert(stx, hash, acct.nonce)
+            .map_err(|e| match e {
+                MempoolError::Full(_) => Status::resource_exhausted(e.to_string()),
+                MempoolError::Duplicate(_) => Status::already_exists(e.to_string()),
+                _ => Status::failed_precondition(e.to_string()),
+            })?;
         chain.metrics.txs_submitted.inc();
         chain.metrics.mempool_size.set(chain.mempool.len() as u64);
         Ok(hash)
@@ -145,9 +172,15 @@ impl ChainService {
             let block = self.chain.block_at(r.height);
             let (transaction, proof, block_hash) = match &block {
                 Some(b) => {
-                    let tx = b.txs.get(r.index as usize).map(|t| t.encode()).unwrap_or_default();
+                    let tx = b
+                        .txs
+                        .get(r.index as usize)
+                        .map(|t| t.encode())
+                        .unwrap_or_default();
                     let proof = if with_proof {
-                        merkle_proof(&b.tx_hashes, r.index as usize).map(|p| enc(&p)).unwrap_or_default()
+                        merkle_proof(&b.tx_hashes, r.index as usize)
+                            .map(|p| enc(&p))
+                            .unwrap_or_default()
                     } else {
                         vec![]
                     };
@@ -157,7 +190,12 @@ impl ChainService {
             };
             return Some(pb::TransactionInfo {
                 tx_hash: hash.to_hex(),
-                status: if r.error.is_some() { "rejected" } else { "committed" }.into(),
+                status: if r.error.is_some() {
+                    "rejected"
+                } else {
+                    "committed"
+                }
+                .into(),
                 height: r.height,
                 index: r.index,
                 confirmations: top.saturating_sub(r.height),
@@ -176,7 +214,11 @@ impl ChainService {
         })
     }
 
-    fn scan<T: borsh::BorshDeserialize>(&self, prefix: &[u8], mut keep: impl FnMut(&T) -> bool) -> Vec<T> {
+    fn scan<T: borsh::BorshDeserialize>(
+        &self,
+        prefix: &[u8],
+        mut keep: impl FnMut(&T) -> bool,
+    ) -> Vec<T> {
         let mut out = Vec::new();
         self.chain.store.scan_committed(prefix, false, |_, v| {
             if let Ok(x) = borsh::from_slice::<T>(v) {
@@ -199,14 +241,20 @@ impl ChainApi for ChainService {
         request: Request<pb::SubmitTransactionRequest>,
     ) -> Result<Response<pb::SubmitTransactionResponse>, Status> {
         let bytes = request.into_inner().transaction;
-        let stx = SignedTransaction::decode(&bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let stx = SignedTransaction::decode(&bytes)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Admission is a few tens of microseconds of CPU: done inline, a thread hop costs more.
         let hash = Self::admit(&self.chain, stx, true)?;
         self.net.queue_gossip(bytes);
-        Ok(Response::new(pb::SubmitTransactionResponse { tx_hash: hash.to_hex() }))
+        Ok(Response::new(pb::SubmitTransactionResponse {
+            tx_hash: hash.to_hex(),
+        }))
     }
 
-    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::AccountInfo>, Status> {
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::AccountInfo>, Status> {
         let a = addr(&request.into_inner().address)?;
         let acct = self.chain.account(&a);
         Ok(Response::new(pb::AccountInfo {
@@ -218,24 +266,49 @@ impl ChainApi for ChainService {
         }))
     }
 
-    async fn get_transaction(&self, request: Request<pb::GetTransactionRequest>) -> Result<Response<pb::TransactionInfo>, Status> {
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::TransactionInfo>, Status> {
         let req = request.into_inner();
-        let hash: Hash = req.tx_hash.parse().map_err(|e: aitbc_protocol::hash::HashParseError| Status::invalid_argument(e.to_string()))?;
+        let hash: Hash =
+            req.tx_hash
+                .parse()
+                .map_err(|e: aitbc_protocol::hash::HashParseError| {
+                    Status::invalid_argument(e.to_string())
+                })?;
         self.tx_info(&hash, req.with_proof)
             .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("unknown transaction {hash}: not pending on this node and not committed")))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "unknown transaction {hash}: not pending on this node and not committed"
+                ))
+            })
     }
 
-    async fn get_listing(&self, request: Request<pb::GetObjectRequest>) -> Result<Response<pb::ListingInfo>, Status> {
+    async fn get_listing(
+        &self,
+        request: Request<pb::GetObjectRequest>,
+    ) -> Result<Response<pb::ListingInfo>, Status> {
         let id = request.into_inner().id;
-        let l: Listing = self.chain.read(&keys::listing(&id)).ok_or_else(|| Status::not_found(format!("unknown listing {id}")))?;
+        let l: Listing = self
+            .chain
+            .read(&keys::listing(&id))
+            .ok_or_else(|| Status::not_found(format!("unknown listing {id}")))?;
         Ok(Response::new(listing_info(&l)))
     }
 
-    async fn search_listings(&self, request: Request<pb::SearchListingsRequest>) -> Result<Response<pb::SearchListingsResponse>, Status> {
+    async fn search_listings(
+        &self,
+        request: Request<pb::SearchListingsRequest>,
+    ) -> Result<Response<pb::SearchListingsResponse>, Status> {
         let req = request.into_inner();
         let q = req.query.to_lowercase();
-        let owner = if req.owner.is_empty() { None } else { Some(addr(&req.owner)?) };
+        let owner = if req.owner.is_empty() {
+            None
+        } else {
+            Some(addr(&req.owner)?)
+        };
         let listings = self.scan::<Listing>(keys::LISTING, |l| {
             (req.include_closed || l.active)
                 && owner.is_none_or(|o| l.owner == o)
@@ -249,66 +322,122 @@ impl ChainApi for ChainService {
         Ok(Response::new(pb::SearchListingsResponse { listings }))
     }
 
-    async fn get_bid(&self, request: Request<pb::GetObjectRequest>) -> Result<Response<pb::BidInfo>, Status> {
+    async fn get_bid(
+        &self,
+        request: Request<pb::GetObjectRequest>,
+    ) -> Result<Response<pb::BidInfo>, Status> {
         let id = request.into_inner().id;
-        let b: Bid = self.chain.read(&keys::bid(&id)).ok_or_else(|| Status::not_found(format!("unknown bid {id}")))?;
+        let b: Bid = self
+            .chain
+            .read(&keys::bid(&id))
+            .ok_or_else(|| Status::not_found(format!("unknown bid {id}")))?;
         Ok(Response::new(bid_info(&b)))
     }
 
-    async fn list_bids(&self, request: Request<pb::ListBidsRequest>) -> Result<Response<pb::ListBidsResponse>, Status> {
+    async fn list_bids(
+        &self,
+        request: Request<pb::ListBidsRequest>,
+    ) -> Result<Response<pb::ListBidsResponse>, Status> {
         let req = request.into_inner();
-        let bidder = if req.bidder.is_empty() { None } else { Some(addr(&req.bidder)?) };
+        let bidder = if req.bidder.is_empty() {
+            None
+        } else {
+            Some(addr(&req.bidder)?)
+        };
         let bids = self.scan::<Bid>(keys::BID, |b| {
             (req.listing_id.is_empty() || b.listing_id == req.listing_id)
                 && bidder.is_none_or(|x| b.bidder == x)
                 && (req.status.is_empty() || b.status.as_str() == req.status)
         });
-        Ok(Response::new(pb::ListBidsResponse { bids: bids.iter().map(bid_info).collect() }))
+        Ok(Response::new(pb::ListBidsResponse {
+            bids: bids.iter().map(bid_info).collect(),
+        }))
     }
 
-    async fn get_job(&self, request: Request<pb::GetObjectRequest>) -> Result<Response<pb::JobInfo>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetObjectRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
         let id = request.into_inner().id;
-        let j: Job = self.chain.read(&keys::job(&id)).ok_or_else(|| Status::not_found(format!("unknown job {id}")))?;
+        let j: Job = self
+            .chain
+            .read(&keys::job(&id))
+            .ok_or_else(|| Status::not_found(format!("unknown job {id}")))?;
         Ok(Response::new(job_info(&j)))
     }
 
-    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let req = request.into_inner();
-        let customer = if req.customer.is_empty() { None } else { Some(addr(&req.customer)?) };
+        let customer = if req.customer.is_empty() {
+            None
+        } else {
+            Some(addr(&req.customer)?)
+        };
         let jobs = self.scan::<Job>(keys::JOB, |j| {
             customer.is_none_or(|c| j.customer == c)
                 && (req.status.is_empty() || j.status.as_str() == req.status)
-                && (req.listing_id.is_empty() || j.listing_id.as_deref() == Some(req.listing_id.as_str()))
+                && (req.listing_id.is_empty()
+                    || j.listing_id.as_deref() == Some(req.listing_id.as_str()))
         });
-        Ok(Response::new(pb::ListJobsResponse { jobs: jobs.iter().map(job_info).collect() }))
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(job_info).collect(),
+        }))
     }
 
-    async fn get_agent(&self, request: Request<pb::GetAgentRequest>) -> Result<Response<pb::AgentInfo>, Status> {
-        let key: PublicKey = request.into_inner().agent_key.parse().map_err(|e: aitbc_protocol::crypto::KeyError| Status::invalid_argument(e.to_string()))?;
-        let a: AgentRecord = self.chain.read(&keys::agent(&key)).ok_or_else(|| Status::not_found(format!("unknown agent {key}")))?;
+    async fn get_agent(
+        &self,
+        request: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<pb::AgentInfo>, Status> {
+        let key: PublicKey = request.into_inner().agent_key.parse().map_err(
+            |e: aitbc_protocol::crypto::KeyError| Status::invalid_argument(e.to_string()),
+        )?;
+        let a: AgentRecord = self
+            .chain
+            .read(&keys::agent(&key))
+            .ok_or_else(|| Status::not_found(format!("unknown agent {key}")))?;
         Ok(Response::new(agent_info(&a)))
     }
 
-    async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        _: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let agents = self.scan::<AgentRecord>(keys::AGENT, |_| true);
-        Ok(Response::new(pb::ListAgentsResponse { agents: agents.iter().map(agent_info).collect() }))
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents.iter().map(agent_info).collect(),
+        }))
     }
 
-    async fn get_block(&self, request: Request<pb::GetBlockRequest>) -> Result<Response<pb::BlockInfo>, Status> {
+    async fn get_block(
+        &self,
+        request: Request<pb::GetBlockRequest>,
+    ) -> Result<Response<pb::BlockInfo>, Status> {
         let req = request.into_inner();
         let block = if req.latest {
-            self.chain.committed_height().and_then(|h| self.chain.block_at(h))
+            self.chain
+                .committed_height()
+                .and_then(|h| self.chain.block_at(h))
         } else {
             match req.by {
                 Some(pb::get_block_request::By::Height(h)) => self.chain.block_at(h),
                 Some(pb::get_block_request::By::Hash(h)) => {
-                    let hash: Hash = h.parse().map_err(|e: aitbc_protocol::hash::HashParseError| Status::invalid_argument(e.to_string()))?;
-                    self.chain.block_by_hash(&hotstuff_rs::types::data_types::CryptoHash::new(hash.0))
+                    let hash: Hash =
+                        h.parse()
+                            .map_err(|e: aitbc_protocol::hash::HashParseError| {
+                                Status::invalid_argument(e.to_string())
+                            })?;
+                    self.chain
+                        .block_by_hash(&hotstuff_rs::types::data_types::CryptoHash::new(hash.0))
                 }
                 None => return Err(Status::invalid_argument("give a height, a hash, or latest")),
             }
         };
-        block.map(|b| Response::new(block_info(&b))).ok_or_else(|| Status::not_found("no such committed block"))
+        block
+            .map(|b| Response::new(block_info(&b)))
+            .ok_or_else(|| Status::not_found("no such committed block"))
     }
 
     async fn get_account_history(
@@ -317,34 +446,52 @@ impl ChainApi for ChainService {
     ) -> Result<Response<pb::GetAccountHistoryResponse>, Status> {
         let req = request.into_inner();
         let a = addr(&req.address)?;
-        let limit = if req.limit == 0 { 50 } else { req.limit.min(10_000) } as usize;
+        let limit = if req.limit == 0 {
+            50
+        } else {
+            req.limit.min(10_000)
+        } as usize;
         let mut hashes = Vec::new();
-        self.chain.store.scan_committed(&keys::history_prefix(&a), true, |_, v| {
-            if let Ok(h) = borsh::from_slice::<Hash>(v) {
-                hashes.push(h);
-            }
-            hashes.len() < limit
-        });
-        let transactions = hashes.iter().filter_map(|h| self.tx_info(h, false)).collect();
-        Ok(Response::new(pb::GetAccountHistoryResponse { transactions }))
+        self.chain
+            .store
+            .scan_committed(&keys::history_prefix(&a), true, |_, v| {
+                if let Ok(h) = borsh::from_slice::<Hash>(v) {
+                    hashes.push(h);
+                }
+                hashes.len() < limit
+            });
+        let transactions = hashes
+            .iter()
+            .filter_map(|h| self.tx_info(h, false))
+            .collect();
+        Ok(Response::new(pb::GetAccountHistoryResponse {
+            transactions,
+        }))
     }
 
-    async fn get_supply(&self, _: Request<pb::GetSupplyRequest>) -> Result<Response<pb::SupplyInfo>, Status> {
+    async fn get_supply(
+        &self,
+        _: Request<pb::GetSupplyRequest>,
+    ) -> Result<Response<pb::SupplyInfo>, Status> {
         let totals: Totals = self.chain.read(keys::TOTALS).unwrap_or_default();
         let mut balances = Amount::ZERO;
         let mut accounts = 0u64;
         let mut overflow = false;
-        self.chain.store.scan_committed(keys::ACCOUNT, false, |_, v| {
-            if let Ok(a) = borsh::from_slice::<aitbc_protocol::model::Account>(v) {
-                accounts += 1;
-                match balances.checked_add(a.balance) {
-                    Some(b) => balances = b,
-                    None => overflow = true,
+        self.chain
+            .store
+            .scan_committed(keys::ACCOUNT, false, |_, v| {
+                if let Ok(a) = borsh::from_slice::<aitbc_protocol::model::Account>(v) {
+                    accounts += 1;
+                    match balances.checked_add(a.balance) {
+                        Some(b) => balances = b,
+                        None => overflow = true,
+                    }
                 }
-            }
-            true
-        });
-        let sum = balances.checked_add(totals.escrowed).and_then(|s| s.checked_add(totals.burned));
+                true
+            });
+        let sum = balances
+            .checked_add(totals.escrowed)
+            .and_then(|s| s.checked_add(totals.burned));
         Ok(Response::new(pb::SupplyInfo {
             genesis_supply: totals.genesis_supply.to_string(),
             balances: balances.to_string(),
@@ -356,7 +503,10 @@ impl ChainApi for ChainService {
         }))
     }
 
-    async fn get_node_status(&self, _: Request<pb::GetNodeStatusRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+    async fn get_node_status(
+        &self,
+        _: Request<pb::GetNodeStatusRequest>,
+    ) -> Result<Response<pb::NodeStatus>, Status> {
         let c = &self.chain;
         let height = c.committed_height();
         let block = height.and_then(|h| c.block_at(h));
@@ -364,10 +514,18 @@ impl ChainApi for ChainService {
             chain_id: c.params.chain_id.clone(),
             height: height.unwrap_or(0),
             block_hash: block.as_ref().map(|b| b.hash.to_hex()).unwrap_or_default(),
-            state_root: block.as_ref().map(|b| b.header.state_root.to_hex()).unwrap_or_default(),
+            state_root: block
+                .as_ref()
+                .map(|b| b.header.state_root.to_hex())
+                .unwrap_or_default(),
             view: c.view(),
             validators: c.validators().iter().map(|k| k.to_string()).collect(),
-            peers_seen: self.net.peers_seen().iter().map(|k| k.to_string()).collect(),
+            peers_seen: self
+                .net
+                .peers_seen()
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
             syncing: c.syncing.load(std::sync::atomic::Ordering::Relaxed),
             mempool_size: c.mempool.len() as u64,
             node_key: self.node_key.to_string(),
@@ -381,7 +539,10 @@ impl ChainApi for ChainService {
 
     type SubscribeBlocksStream = BlockStream;
 
-    async fn subscribe_blocks(&self, request: Request<pb::SubscribeBlocksRequest>) -> Result<Response<Self::SubscribeBlocksStream>, Status> {
+    async fn subscribe_blocks(
+        &self,
+        request: Request<pb::SubscribeBlocksRequest>,
+    ) -> Result<Response<Self::SubscribeBlocksStream>, Status> {
         let mut next = request.into_inner().from_height;
         let chain = self.chain.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -390,7 +551,11 @@ impl ChainApi for ChainService {
             let mut live = chain.subscribe();
             loop {
                 // Replay whatever is committed and not yet sent.
-                while let Some(b) = chain.committed_height().filter(|top| next <= *top).and_then(|_| chain.block_at(next)) {
+                while let Some(b) = chain
+                    .committed_height()
+                    .filter(|top| next <= *top)
+                    .and_then(|_| chain.block_at(next))
+                {
                     if tx.send(Ok(committed_block(&b))).await.is_err() {
                         return;
                     }
@@ -408,6 +573,8 @@ impl ChainApi for ChainService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -9,7 +9,9 @@ use crate::store::RocksStore;
 use aitbc_protocol::hash::merkle_root;
 use aitbc_protocol::model::{Account, BlockHeader};
 use aitbc_protocol::{Address, Hash, PublicKey};
-use hotstuff_rs::app::{App, ProduceBlockRequest, ProduceBlockResponse, ValidateBlockRequest, ValidateBlockResponse};
+use hotstuff_rs::app::{
+    App, ProduceBlockRequest, ProduceBlockResponse, ValidateBlockRequest, ValidateBlockResponse,
+};
 use hotstuff_rs::block_tree::accessors::app::AppBlockTreeView;
 use hotstuff_rs::types::data_types::CryptoHash;
 use hotstuff_rs::types::update_sets::AppStateUpdates;
@@ -30,8 +32,20 @@ pub struct LedgerApp {
 }
 
 impl LedgerApp {
-    pub fn new(params: ChainParams, me: PublicKey, mempool: Arc<Mempool>, block_time: Duration, metrics: Arc<NodeMetrics>) -> Self {
-        LedgerApp { params, me, mempool, block_time, metrics }
+    pub fn new(
+        params: ChainParams,
+        me: PublicKey,
+        mempool: Arc<Mempool>,
+        block_time: Duration,
+        metrics: Arc<NodeMetrics>,
+    ) -> Self {
+        LedgerApp {
+            params,
+            me,
+            mempool,
+            block_time,
+            metrics,
+        }
     }
 }
 
@@ -45,7 +59,10 @@ impl StateRead for TreeState<'_, '_> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn to_updates(writes: ledger::Writes) -> AppStateUpdates {
@@ -66,11 +83,19 @@ fn header_of(view: &AppBlockTreeView<'_, RocksStore>, hash: &CryptoHash) -> Opti
 }
 
 /// Height, hash and time the next block builds on.
-fn parent_info(view: &AppBlockTreeView<'_, RocksStore>, parent: Option<CryptoHash>) -> (u64, Hash, u64) {
+fn parent_info(
+    view: &AppBlockTreeView<'_, RocksStore>,
+    parent: Option<CryptoHash>,
+) -> (u64, Hash, u64) {
     match parent {
         None => (0, Hash::ZERO, 0),
         Some(p) => {
-            let h = view.block_height(&p).ok().flatten().map(|h| h.int()).unwrap_or(0);
+            let h = view
+                .block_height(&p)
+                .ok()
+                .flatten()
+                .map(|h| h.int())
+                .unwrap_or(0);
             let t = header_of(view, &p).map(|hd| hd.time_ms).unwrap_or(0);
             (h, Hash(p.bytes()), t)
         }
@@ -79,11 +104,16 @@ fn parent_info(view: &AppBlockTreeView<'_, RocksStore>, parent: Option<CryptoHas
 
 /// True when one of the last few ancestors carries transactions: they only commit once more
 /// blocks are built on them, so the leader should not wait for the block time.
-fn ancestors_need_blocks(view: &AppBlockTreeView<'_, RocksStore>, parent: Option<CryptoHash>) -> bool {
+fn ancestors_need_blocks(
+    view: &AppBlockTreeView<'_, RocksStore>,
+    parent: Option<CryptoHash>,
+) -> bool {
     let mut cur = parent;
     for _ in 0..COMMIT_DEPTH {
         let Some(hash) = cur else { return false };
-        let Ok(Some(b)) = view.block(&hash) else { return false };
+        let Ok(Some(b)) = view.block(&hash) else {
+            return false;
+        };
         if b.data.len().int() > 1 {
             return true;
         }
@@ -98,12 +128,19 @@ fn ancestors_need_blocks(view: &AppBlockTreeView<'_, RocksStore>, parent: Option
 impl LedgerApp {
     /// Paces block production: a block follows its parent after the block time, or as soon as
     /// there are transactions to include or ancestors with transactions waiting to commit.
-    fn wait_for_work(&self, view: &AppBlockTreeView<'_, RocksStore>, parent: Option<CryptoHash>, parent_time_ms: u64) {
+    fn wait_for_work(
+        &self,
+        view: &AppBlockTreeView<'_, RocksStore>,
+        parent: Option<CryptoHash>,
+        parent_time_ms: u64,
+    ) {
         if ancestors_need_blocks(view, parent) {
             return;
         }
         let block_time_ms = self.block_time.as_millis() as u64;
-        let due_in = (parent_time_ms + block_time_ms).saturating_sub(now_ms()).min(block_time_ms);
+        let due_in = (parent_time_ms + block_time_ms)
+            .saturating_sub(now_ms())
+            .min(block_time_ms);
         let deadline = Instant::now() + Duration::from_millis(due_in);
         while Instant::now() < deadline && self.mempool.is_empty() {
             std::thread::sleep(Duration::from_millis(2));
@@ -135,7 +172,11 @@ impl LedgerApp {
         }
     }
 
-    fn validate(&mut self, request: ValidateBlockRequest<RocksStore>, check_time: bool) -> ValidateBlockResponse {
+    fn validate(
+        &mut self,
+        request: ValidateBlockRequest<RocksStore>,
+        check_time: bool,
+    ) -> ValidateBlockResponse {
         let started = Instant::now();
         let block = request.proposed_block();
         let view = request.block_tree();
@@ -155,7 +196,11 @@ impl LedgerApp {
         };
         let parent = Some(block.justify.block).filter(|_| block.height.int() > 0);
         let (parent_height, parent_hash, parent_time) = parent_info(view, parent);
-        let expected_height = if parent.is_some() { parent_height + 1 } else { block.height.int() };
+        let expected_height = if parent.is_some() {
+            parent_height + 1
+        } else {
+            block.height.int()
+        };
         let proposer_ok = header
             .proposer
             .verifying_key()
@@ -164,32 +209,57 @@ impl LedgerApp {
             .unwrap_or(false);
         let problems = [
             (header.chain_id != self.params.chain_id, "chain id"),
-            (header.height != block.height.int() || header.height != expected_height, "height"),
-            (parent.is_some() && header.prev_hash != parent_hash, "previous hash"),
+            (
+                header.height != block.height.int() || header.height != expected_height,
+                "height",
+            ),
+            (
+                parent.is_some() && header.prev_hash != parent_hash,
+                "previous hash",
+            ),
             (header.time_ms < parent_time, "time before its parent's"),
-            (check_time && header.time_ms > now_ms() + MAX_CLOCK_SKEW_MS, "time in the future"),
+            (
+                check_time && header.time_ms > now_ms() + MAX_CLOCK_SKEW_MS,
+                "time in the future",
+            ),
             (!proposer_ok, "proposer is not a validator"),
             (header.tx_count as usize != txs.len(), "transaction count"),
-            (txs.len() > self.params.max_block_txs as usize, "more transactions than a block may hold"),
+            (
+                txs.len() > self.params.max_block_txs as usize,
+                "more transactions than a block may hold",
+            ),
         ];
         if let Some((_, what)) = problems.iter().find(|(bad, _)| *bad) {
-            tracing::warn!(height = header.height, problem = what, "rejecting block with a bad header");
+            tracing::warn!(
+                height = header.height,
+                problem = what,
+                "rejecting block with a bad header"
+            );
             return ValidateBlockResponse::Invalid;
         }
         let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
         if merkle_root(&hashes) != header.tx_root {
-            tracing::warn!(height = header.height, "rejecting block: transaction root mismatch");
+            tracing::warn!(
+                height = header.height,
+                "rejecting block: transaction root mismatch"
+            );
             return ValidateBlockResponse::Invalid;
         }
         let Some(outcome) = self.execute(view, &header, &txs) else {
             return ValidateBlockResponse::Invalid;
         };
         if outcome.state_root != header.state_root {
-            tracing::warn!(height = header.height, "rejecting block: state root mismatch");
+            tracing::warn!(
+                height = header.height,
+                "rejecting block: state root mismatch"
+            );
             return ValidateBlockResponse::Invalid;
         }
         self.metrics.observe_validate(started.elapsed());
-        ValidateBlockResponse::Valid { app_state_updates: Some(to_updates(outcome.writes)), validator_set_updates: None }
+        ValidateBlockResponse::Valid {
+            app_state_updates: Some(to_updates(outcome.writes)),
+            validator_set_updates: None,
+        }
     }
 }
 
@@ -200,15 +270,21 @@ impl App<RocksStore> for LedgerApp {
         let (parent_height, parent_hash, parent_time) = parent_info(view, parent);
         self.wait_for_work(view, parent, parent_time);
         let started = Instant::now();
-        let height = if parent.is_some() { parent_height + 1 } else { 0 };
+        let height = if parent.is_some() {
+            parent_height + 1
+        } else {
+            0
+        };
         let state = TreeState(view);
-        let txs = self.mempool.select(self.params.max_block_txs as usize, |a: &Address| {
-            state
-                .get(&keys::account(a))
-                .and_then(|b| borsh::from_slice::<Account>(&b).ok())
-                .map(|acct| acct.nonce)
-                .unwrap_or(0)
-        });
+        let txs = self
+            .mempool
+            .select(self.params.max_block_txs as usize, |a: &Address| {
+                state
+                    .get(&keys::account(a))
+                    .and_then(|b| borsh::from_slice::<Account>(&b).ok())
+                    .map(|acct| acct.nonce)
+                    .unwrap_or(0)
+            });
         let mut header = BlockHeader {
             chain_id: self.params.chain_id.clone(),
             height,
@@ -229,18 +305,31 @@ impl App<RocksStore> for LedgerApp {
             }
         };
         header.state_root = state_root;
-        let empty: &[aitbc_protocol::tx::SignedTransaction] = if header.tx_count == 0 { &[] } else { &txs };
+        let empty: &[aitbc_protocol::tx::SignedTransaction] =
+            if header.tx_count == 0 { &[] } else { &txs };
         let (data, data_hash) = block::encode(&header, empty);
-        self.metrics.observe_produce(started.elapsed(), header.tx_count as u64);
+        self.metrics
+            .observe_produce(started.elapsed(), header.tx_count as u64);
         tracing::debug!(height, txs = header.tx_count, "proposing block");
-        ProduceBlockResponse { data_hash, data, app_state_updates: Some(to_updates(writes)), validator_set_updates: None }
+        ProduceBlockResponse {
+            data_hash,
+            data,
+            app_state_updates: Some(to_updates(writes)),
+            validator_set_updates: None,
+        }
     }
 
-    fn validate_block(&mut self, request: ValidateBlockRequest<RocksStore>) -> ValidateBlockResponse {
+    fn validate_block(
+        &mut self,
+        request: ValidateBlockRequest<RocksStore>,
+    ) -> ValidateBlockResponse {
         self.validate(request, true)
     }
 
-    fn validate_block_for_sync(&mut self, request: ValidateBlockRequest<RocksStore>) -> ValidateBlockResponse {
+    fn validate_block_for_sync(
+        &mut self,
+        request: ValidateBlockRequest<RocksStore>,
+    ) -> ValidateBlockResponse {
         self.validate(request, false)
     }
 }

@@ -42,7 +42,10 @@ pub fn decode(data: &Data) -> Result<(BlockHeader, Vec<SignedTransaction>), Bloc
         .skip(1)
         .enumerate()
         .map(|(index, d)| {
-            SignedTransaction::decode(d.bytes()).map_err(|e| BlockDecodeError::Transaction { index, reason: e.to_string() })
+            SignedTransaction::decode(d.bytes()).map_err(|e| BlockDecodeError::Transaction {
+                index,
+                reason: e.to_string(),
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((header, txs))

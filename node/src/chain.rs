@@ -47,7 +47,12 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub fn new(store: RocksStore, params: ChainParams, mempool: Arc<Mempool>, metrics: Arc<NodeMetrics>) -> Chain {
+    pub fn new(
+        store: RocksStore,
+        params: ChainParams,
+        mempool: Arc<Mempool>,
+        metrics: Arc<NodeMetrics>,
+    ) -> Chain {
         let (feed, _) = broadcast::channel(1024);
         let camera = BlockTreeCamera::new(store.clone());
         let chain = Chain {
@@ -62,12 +67,17 @@ impl Chain {
         };
         let next = chain.committed_height().map(|h| h + 1).unwrap_or(0);
         chain.published.store(next, Ordering::SeqCst);
-        chain.metrics.height.set(chain.committed_height().unwrap_or(0));
+        chain
+            .metrics
+            .height
+            .set(chain.committed_height().unwrap_or(0));
         chain
     }
 
     pub fn read<T: borsh::BorshDeserialize>(&self, key: &[u8]) -> Option<T> {
-        ledger::state::decode(key, self.store.get_committed(key)).ok().flatten()
+        ledger::state::decode(key, self.store.get_committed(key))
+            .ok()
+            .flatten()
     }
 
     pub fn account(&self, a: &Address) -> Account {
@@ -86,14 +96,22 @@ impl Chain {
     }
 
     pub fn view(&self) -> u64 {
-        self.camera.snapshot().highest_view_entered().map(|v| v.int()).unwrap_or(0)
+        self.camera
+            .snapshot()
+            .highest_view_entered()
+            .map(|v| v.int())
+            .unwrap_or(0)
     }
 
     pub fn validators(&self) -> Vec<aitbc_protocol::PublicKey> {
         self.camera
             .snapshot()
             .committed_validator_set()
-            .map(|vs| vs.validators().map(|v| aitbc_protocol::PublicKey(v.to_bytes())).collect())
+            .map(|vs| {
+                vs.validators()
+                    .map(|v| aitbc_protocol::PublicKey(v.to_bytes()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -104,7 +122,10 @@ impl Chain {
             return None;
         }
         let snap = self.camera.snapshot();
-        let hash = snap.block_at_height(BlockHeight::new(height)).ok().flatten()?;
+        let hash = snap
+            .block_at_height(BlockHeight::new(height))
+            .ok()
+            .flatten()?;
         self.block_by_hash(&hash)
     }
 
@@ -116,8 +137,17 @@ impl Chain {
             return None;
         }
         let tx_hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
-        let receipts = tx_hashes.iter().filter_map(|h| self.read::<TxReceipt>(&keys::receipt(h))).collect();
-        Some(CommittedBlock { hash: Hash(hash.bytes()), header, txs, tx_hashes, receipts })
+        let receipts = tx_hashes
+            .iter()
+            .filter_map(|h| self.read::<TxReceipt>(&keys::receipt(h)))
+            .collect();
+        Some(CommittedBlock {
+            hash: Hash(hash.bytes()),
+            header,
+            txs,
+            tx_hashes,
+            receipts,
+        })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBlock>> {
@@ -127,15 +157,20 @@ impl Chain {
     /// Publishes every committed block not yet published, in height order, and drops their
     /// transactions from the mempool. Called on each HotStuff commit event.
     pub fn publish_committed(&self) {
-        let Some(top) = self.committed_height() else { return };
+        let Some(top) = self.committed_height() else {
+            return;
+        };
         let mut next = self.published.load(Ordering::SeqCst);
         while next <= top {
             let Some(b) = self.block_at(next) else { break };
             let applied = b.receipts.iter().filter(|r| r.error.is_none()).count() as u64;
             self.metrics.txs_committed.inc_by(applied);
-            self.metrics.txs_rejected.inc_by(b.receipts.len() as u64 - applied);
+            self.metrics
+                .txs_rejected
+                .inc_by(b.receipts.len() as u64 - applied);
             self.metrics.blocks_committed.inc();
-            self.mempool.remove_committed(&b.tx_hashes, |a| self.account(a).nonce);
+            self.mempool
+                .remove_committed(&b.tx_hashes, |a| self.account(a).nonce);
             let _ = self.feed.send(Arc::new(b));
             next += 1;
             self.published.store(next, Ordering::SeqCst);

@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
-#[command(name = "aitbc-node", version, about = "AITBC chain node: BFT ledger for the AI compute marketplace")]
+#[command(
+    name = "aitbc-node",
+    version,
+    about = "AITBC chain node: BFT ledger for the AI compute marketplace"
+)]
 pub struct Cli {
     /// Log format: text for people, json for collectors.
     #[arg(long, global = true, default_value = "text", env = "AITBC_LOG_FORMAT")]
@@ -21,13 +25,17 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Write a genesis file and validator key files for a new network.
-    #[command(after_help = "Example:\n  aitbc-node init --dir ./net --validators 4 --chain-id aitbc-devnet\n  \
-        aitbc-node run --genesis ./net/genesis.json --key-file ./net/validator-0.key --data-dir ./net/v0")]
+    #[command(
+        after_help = "Example:\n  aitbc-node init --dir ./net --validators 4 --chain-id aitbc-devnet\n  \
+        aitbc-node run --genesis ./net/genesis.json --key-file ./net/validator-0.key --data-dir ./net/v0"
+    )]
     Init(InitArgs),
     /// Run a validator (when its key is in the genesis) or a listener node.
-    #[command(after_help = "Examples:\n  aitbc-node run --genesis net/genesis.json --key-file net/validator-0.key --data-dir net/v0 \\\n    \
+    #[command(
+        after_help = "Examples:\n  aitbc-node run --genesis net/genesis.json --key-file net/validator-0.key --data-dir net/v0 \\\n    \
         --rpc-listen 127.0.0.1:9100 --p2p-listen 127.0.0.1:9200 --http-listen 127.0.0.1:9300 --peer 127.0.0.1:9201\n\n  \
-        In a StatefulSet: --key-dir /keys --peer-template 'aitbc-{i}.aitbc:9200' takes the ordinal from HOSTNAME.")]
+        In a StatefulSet: --key-dir /keys --peer-template 'aitbc-{i}.aitbc:9200' takes the ordinal from HOSTNAME."
+    )]
     Run(Box<RunArgs>),
 }
 
@@ -128,21 +136,30 @@ pub fn write_secret(path: &Path, key: &Keypair) -> Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(path).with_context(|| format!("cannot write key file {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write key file {}", path.display()))?;
     writeln!(f, "{}", key.secret_hex())?;
     Ok(())
 }
 
 pub fn read_secret(path: &Path) -> Result<Keypair> {
-    let s = std::fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))?;
-    Keypair::from_secret_hex(s.trim()).with_context(|| format!("key file {} does not hold a 64-hex-digit ed25519 secret", path.display()))
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    Keypair::from_secret_hex(s.trim()).with_context(|| {
+        format!(
+            "key file {} does not hold a 64-hex-digit ed25519 secret",
+            path.display()
+        )
+    })
 }
 
 pub fn init(a: &InitArgs) -> Result<Genesis> {
     if a.validators == 0 {
         bail!("--validators must be at least 1");
     }
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("cannot create {}", a.dir.display()))?;
     let genesis_path = a.dir.join("genesis.json");
     if genesis_path.exists() && !a.force {
         bail!("{} exists; pass --force to overwrite it (the old chain's data dirs will no longer match)", genesis_path.display());
@@ -151,7 +168,11 @@ pub fn init(a: &InitArgs) -> Result<Genesis> {
     for i in 0..a.validators {
         let k = Keypair::generate();
         write_secret(&a.dir.join(format!("validator-{i}.key")), &k)?;
-        validators.push(GenesisValidator { name: format!("validator-{i}"), key: k.public(), power: 1 });
+        validators.push(GenesisValidator {
+            name: format!("validator-{i}"),
+            key: k.public(),
+            power: 1,
+        });
     }
     let ops = match a.genesis_ops_address {
         Some(addr) => addr,
@@ -161,11 +182,23 @@ pub fn init(a: &InitArgs) -> Result<Genesis> {
             k.address()
         }
     };
-    let mut allocations = vec![Allocation { name: "genesis-ops".into(), address: ops, amount: a.genesis_supply }];
+    let mut allocations = vec![Allocation {
+        name: "genesis-ops".into(),
+        address: ops,
+        amount: a.genesis_supply,
+    }];
     for spec in &a.allocations {
-        let (name, rest) = spec.split_once('=').context("--allocate takes NAME=ADDRESS:AMOUNT")?;
-        let (addr, amount) = rest.split_once(':').context("--allocate takes NAME=ADDRESS:AMOUNT")?;
-        allocations.push(Allocation { name: name.into(), address: addr.parse()?, amount: amount.parse()? });
+        let (name, rest) = spec
+            .split_once('=')
+            .context("--allocate takes NAME=ADDRESS:AMOUNT")?;
+        let (addr, amount) = rest
+            .split_once(':')
+            .context("--allocate takes NAME=ADDRESS:AMOUNT")?;
+        allocations.push(Allocation {
+            name: name.into(),
+            address: addr.parse()?,
+            amount: amount.parse()?,
+        });
     }
     let mut schedulers = a.schedulers.clone();
     if schedulers.is_empty() {
@@ -175,7 +208,9 @@ pub fn init(a: &InitArgs) -> Result<Genesis> {
     }
     let genesis = Genesis {
         chain_id: a.chain_id.clone(),
-        genesis_time_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
+        genesis_time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64,
         block_time_ms: a.block_time_ms,
         min_fee: a.min_fee,
         marketplace_fee_bps: a.marketplace_fee_bps,
@@ -196,19 +231,27 @@ pub fn ordinal_from_hostname(host: &str) -> Option<usize> {
 
 pub fn resolve_run(args: RunArgs) -> Result<aitbc_node::node::NodeConfig> {
     let file: FileConfig = match &args.config {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?)
-            .with_context(|| format!("config {} is not valid", p.display()))?,
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?,
+        )
+        .with_context(|| format!("config {} is not valid", p.display()))?,
         None => FileConfig::default(),
     };
-    let genesis_path = args.genesis.or(file.genesis).context("no genesis: pass --genesis FILE (written by `aitbc-node init`)")?;
+    let genesis_path = args
+        .genesis
+        .or(file.genesis)
+        .context("no genesis: pass --genesis FILE (written by `aitbc-node init`)")?;
     let genesis: Genesis = serde_json::from_str(
-        &std::fs::read_to_string(&genesis_path).with_context(|| format!("cannot read genesis {}", genesis_path.display()))?,
+        &std::fs::read_to_string(&genesis_path)
+            .with_context(|| format!("cannot read genesis {}", genesis_path.display()))?,
     )
     .with_context(|| format!("genesis {} is not valid", genesis_path.display()))?;
     let hostname = std::env::var("HOSTNAME").unwrap_or_default();
     let ordinal = ordinal_from_hostname(&hostname);
     let key = if let Ok(hex) = std::env::var("AITBC_NODE_KEY") {
-        Keypair::from_secret_hex(&hex).context("AITBC_NODE_KEY is not a 64-hex-digit ed25519 secret")?
+        Keypair::from_secret_hex(&hex)
+            .context("AITBC_NODE_KEY is not a 64-hex-digit ed25519 secret")?
     } else if let Some(p) = args.key_file.or(file.key_file) {
         read_secret(&p)?
     } else if let Some(dir) = args.key_dir.or(file.key_dir) {
@@ -217,7 +260,11 @@ pub fn resolve_run(args: RunArgs) -> Result<aitbc_node::node::NodeConfig> {
     } else {
         bail!("no node key: pass --key-file FILE, --key-dir DIR, or set AITBC_NODE_KEY");
     };
-    let mut peers = if args.peers.is_empty() { file.peers.unwrap_or_default() } else { args.peers };
+    let mut peers = if args.peers.is_empty() {
+        file.peers.unwrap_or_default()
+    } else {
+        args.peers
+    };
     if let Some(t) = args.peer_template.or(file.peer_template) {
         for i in 0..genesis.validators.len() {
             if Some(i) != ordinal {
@@ -225,18 +272,27 @@ pub fn resolve_run(args: RunArgs) -> Result<aitbc_node::node::NodeConfig> {
             }
         }
     }
-    let addr = |a: Option<SocketAddr>, b: Option<SocketAddr>, d: &str| a.or(b).unwrap_or_else(|| d.parse().expect("default address"));
+    let addr = |a: Option<SocketAddr>, b: Option<SocketAddr>, d: &str| {
+        a.or(b)
+            .unwrap_or_else(|| d.parse().expect("default address"))
+    };
     Ok(aitbc_node::node::NodeConfig {
         genesis,
         key,
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./aitbc-data")),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./aitbc-data")),
         rpc_listen: addr(args.rpc_listen, file.rpc_listen, "0.0.0.0:9100"),
         p2p_listen: addr(args.p2p_listen, file.p2p_listen, "0.0.0.0:9200"),
         http_listen: addr(args.http_listen, file.http_listen, "0.0.0.0:9300"),
         peers: peers.into_iter().filter(|p| !p.trim().is_empty()).collect(),
         sync_writes: args.sync_writes || file.sync_writes.unwrap_or(false),
         fault_file: args.fault_file.or(file.fault_file),
-        mempool_capacity: args.mempool_capacity.or(file.mempool_capacity).unwrap_or(100_000),
+        mempool_capacity: args
+            .mempool_capacity
+            .or(file.mempool_capacity)
+            .unwrap_or(100_000),
     })
 }
 

@@ -12,7 +12,10 @@ pub async fn serve(listener: tokio::net::TcpListener, chain: Arc<Chain>) {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/status", get(status))
-        .route("/metrics", get(|State(c): State<Arc<Chain>>| async move { c.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(c): State<Arc<Chain>>| async move { c.metrics.render() }),
+        )
         .with_state(chain);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "HTTP server stopped");

@@ -5,8 +5,11 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -23,7 +26,11 @@ fn main() -> Result<()> {
             println!("chain_id: {}", g.chain_id);
             println!("genesis: {}", args.dir.join("genesis.json").display());
             for (i, v) in g.validators.iter().enumerate() {
-                println!("validator-{i}: {} (key file {})", v.key, args.dir.join(format!("validator-{i}.key")).display());
+                println!(
+                    "validator-{i}: {} (key file {})",
+                    v.key,
+                    args.dir.join(format!("validator-{i}.key")).display()
+                );
             }
             println!("genesis-ops: {}", g.allocations[0].address);
             for s in &g.schedulers {
@@ -33,7 +40,9 @@ fn main() -> Result<()> {
         }
         Command::Run(args) => {
             let cfg = cli::resolve_run(*args)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let node = aitbc_node::node::start(cfg).await?;
                 shutdown_signal().await;

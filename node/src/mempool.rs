@@ -41,12 +41,20 @@ pub struct Mempool {
 
 impl Mempool {
     pub fn new(capacity: usize) -> Mempool {
-        Mempool { inner: Mutex::new(Inner::default()), capacity }
+        Mempool {
+            inner: Mutex::new(Inner::default()),
+            capacity,
+        }
     }
 
     /// Adds a transaction that passed the stateless checks; `committed_nonce` is the sender's
     /// next nonce in the committed state.
-    pub fn insert(&self, tx: SignedTransaction, hash: Hash, committed_nonce: u64) -> Result<(), MempoolError> {
+    pub fn insert(
+        &self,
+        tx: SignedTransaction,
+        hash: Hash,
+        committed_nonce: u64,
+    ) -> Result<(), MempoolError> {
         let mut m = self.inner.lock();
         if m.by_hash.contains_key(&hash) {
             return Err(MempoolError::Duplicate(hash));
@@ -56,16 +64,29 @@ impl Mempool {
         }
         let nonce = tx.tx.nonce;
         if nonce > committed_nonce.saturating_add(MAX_NONCE_GAP) {
-            return Err(MempoolError::NonceGap { next: committed_nonce, got: nonce });
+            return Err(MempoolError::NonceGap {
+                next: committed_nonce,
+                got: nonce,
+            });
         }
         let sender = tx.tx.sender_address();
-        if m.by_sender.get(&sender).is_some_and(|q| q.contains_key(&nonce)) {
+        if m.by_sender
+            .get(&sender)
+            .is_some_and(|q| q.contains_key(&nonce))
+        {
             return Err(MempoolError::NonceTaken(nonce));
         }
         m.seq += 1;
         let seq = m.seq;
         m.by_sender.entry(sender).or_default().insert(nonce, hash);
-        m.by_hash.insert(hash, Entry { tx, seq, gossiped: std::time::Instant::now() });
+        m.by_hash.insert(
+            hash,
+            Entry {
+                tx,
+                seq,
+                gossiped: std::time::Instant::now(),
+            },
+        );
         Ok(())
     }
 
@@ -91,8 +112,12 @@ impl Mempool {
     pub fn due_for_regossip(&self, age: std::time::Duration, max: usize) -> Vec<Vec<u8>> {
         let mut m = self.inner.lock();
         let now = std::time::Instant::now();
-        let mut due: Vec<(u64, Hash)> =
-            m.by_hash.iter().filter(|(_, e)| now.duration_since(e.gossiped) >= age).map(|(h, e)| (e.seq, *h)).collect();
+        let mut due: Vec<(u64, Hash)> = m
+            .by_hash
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.gossiped) >= age)
+            .map(|(h, e)| (e.seq, *h))
+            .collect();
         due.sort_unstable();
         due.truncate(max);
         due.into_iter()
@@ -121,25 +146,34 @@ impl Mempool {
 
     /// Picks up to `max` transactions for a block: per sender, the consecutive run starting at its
     /// next nonce in `nonce_of` (the state the block builds on); senders in arrival order.
-    pub fn select(&self, max: usize, mut nonce_of: impl FnMut(&Address) -> u64) -> Vec<SignedTransaction> {
+    pub fn select(
+        &self,
+        max: usize,
+        mut nonce_of: impl FnMut(&Address) -> u64,
+    ) -> Vec<SignedTransaction> {
         let m = self.inner.lock();
         let mut senders: Vec<(u64, &Address, &BTreeMap<u64, Hash>)> = m
             .by_sender
             .iter()
-            .filter_map(|(a, q)| q.values().next().and_then(|h| m.by_hash.get(h)).map(|e| (e.seq, a, q)))
+            .filter_map(|(a, q)| {
+                q.values()
+                    .next()
+                    .and_then(|h| m.by_hash.get(h))
+                    .map(|e| (e.seq, a, q))
+            })
             .collect();
         senders.sort_by_key(|(seq, _, _)| *seq);
         let mut out = Vec::new();
         for (_, addr, q) in senders {
-            let mut next = nonce_of(addr);
-            for (n, h) in q.range(next..) {
-                if out.len() >= max || *n != next {
+            let first = nonce_of(addr);
+            // Take the run of consecutive nonces starting at `first`; stop at the first gap.
+            for (expected, (n, h)) in (first..).zip(q.range(first..)) {
+                if out.len() >= max || *n != expected {
                     break;
                 }
                 if let Some(e) = m.by_hash.get(h) {
                     out.push(e.tx.clone());
                 }
-                next += 1;
             }
             if out.len() >= max {
                 break;
@@ -149,7 +183,11 @@ impl Mempool {
     }
 
     /// Drops the given transactions (committed) and every pending one whose nonce is now used.
-    pub fn remove_committed(&self, hashes: &[Hash], mut committed_nonce: impl FnMut(&Address) -> u64) {
+    pub fn remove_committed(
+        &self,
+        hashes: &[Hash],
+        mut committed_nonce: impl FnMut(&Address) -> u64,
+    ) {
         let mut m = self.inner.lock();
         let mut touched = Vec::new();
         for h in hashes {
@@ -196,7 +234,10 @@ mod tests {
             sender: k.public(),
             nonce,
             fee: Amount(1),
-            action: Action::Transfer { to: k.address(), amount: Amount(1) },
+            action: Action::Transfer {
+                to: k.address(),
+                amount: Amount(1),
+            },
         }
         .sign(k);
         let h = s.hash();
@@ -212,18 +253,28 @@ mod tests {
         m.insert(t0.clone(), h0, 0).unwrap();
         assert_eq!(m.insert(t0, h0, 0), Err(MempoolError::Duplicate(h0)));
         m.insert(t2, h2, 0).unwrap();
-        assert_eq!(m.select(10, |_| 0).len(), 1, "nonce 1 missing: only nonce 0 is selectable");
+        assert_eq!(
+            m.select(10, |_| 0).len(),
+            1,
+            "nonce 1 missing: only nonce 0 is selectable"
+        );
         assert_eq!(m.next_nonce(&k.address(), 0), 1);
         let (t1, h1) = tx(&k, 1);
         m.insert(t1, h1, 0).unwrap();
         assert_eq!(m.select(10, |_| 0).len(), 3);
-        assert_eq!(m.select(10, |_| 1).len(), 2, "selection starts at the state's nonce");
+        assert_eq!(
+            m.select(10, |_| 1).len(),
+            2,
+            "selection starts at the state's nonce"
+        );
         let (t3, h3) = tx(&k, 3);
         assert_eq!(m.insert(t3, h3, 0), Err(MempoolError::Full(3)));
         m.remove_committed(&[h0], |_| 2);
         assert_eq!(m.len(), 1, "committed and stale nonces dropped");
         assert!(m.contains(&h2));
-        assert!(m.due_for_regossip(std::time::Duration::from_secs(60), 10).is_empty());
+        assert!(m
+            .due_for_regossip(std::time::Duration::from_secs(60), 10)
+            .is_empty());
         assert_eq!(m.due_for_regossip(std::time::Duration::ZERO, 10).len(), 1);
     }
 }

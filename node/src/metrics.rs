@@ -48,22 +48,66 @@ impl NodeMetrics {
             block_txs: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             registry: Registry::default(),
         };
-        registry.register("blocks_committed", "Blocks committed", m.blocks_committed.clone());
-        registry.register("txs_committed", "Transactions committed (applied)", m.txs_committed.clone());
-        registry.register("txs_rejected", "Transactions committed with a rejection receipt", m.txs_rejected.clone());
-        registry.register("txs_submitted", "Transactions accepted into the mempool", m.txs_submitted.clone());
-        registry.register("height", "Height of the highest committed block", m.height.clone());
-        registry.register("mempool_size", "Pending transactions", m.mempool_size.clone());
-        registry.register("peers_connected", "Peers with an open outbound stream", m.peers_connected.clone());
-        registry.register("peer_messages_dropped", "Consensus messages dropped on full queues", m.peer_messages_dropped.clone());
+        registry.register(
+            "blocks_committed",
+            "Blocks committed",
+            m.blocks_committed.clone(),
+        );
+        registry.register(
+            "txs_committed",
+            "Transactions committed (applied)",
+            m.txs_committed.clone(),
+        );
+        registry.register(
+            "txs_rejected",
+            "Transactions committed with a rejection receipt",
+            m.txs_rejected.clone(),
+        );
+        registry.register(
+            "txs_submitted",
+            "Transactions accepted into the mempool",
+            m.txs_submitted.clone(),
+        );
+        registry.register(
+            "height",
+            "Height of the highest committed block",
+            m.height.clone(),
+        );
+        registry.register(
+            "mempool_size",
+            "Pending transactions",
+            m.mempool_size.clone(),
+        );
+        registry.register(
+            "peers_connected",
+            "Peers with an open outbound stream",
+            m.peers_connected.clone(),
+        );
+        registry.register(
+            "peer_messages_dropped",
+            "Consensus messages dropped on full queues",
+            m.peer_messages_dropped.clone(),
+        );
         registry.register(
             "peer_messages_bad_signature",
             "Peer messages ignored for a bad signature",
             m.peer_messages_bad_signature.clone(),
         );
-        registry.register("produce_block_seconds", "Time to build a proposal", m.produce_seconds.clone());
-        registry.register("validate_block_seconds", "Time to re-execute a proposal", m.validate_seconds.clone());
-        registry.register("block_transactions", "Transactions per proposed block", m.block_txs.clone());
+        registry.register(
+            "produce_block_seconds",
+            "Time to build a proposal",
+            m.produce_seconds.clone(),
+        );
+        registry.register(
+            "validate_block_seconds",
+            "Time to re-execute a proposal",
+            m.validate_seconds.clone(),
+        );
+        registry.register(
+            "block_transactions",
+            "Transactions per proposed block",
+            m.block_txs.clone(),
+        );
         NodeMetrics { registry, ..m }
     }
 

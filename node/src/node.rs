@@ -46,9 +46,16 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
     #[error("data dir {dir} belongs to another chain (genesis {found}); this genesis is {expected}. Use an empty --data-dir")]
-    WrongGenesis { dir: String, found: String, expected: String },
+    WrongGenesis {
+        dir: String,
+        found: String,
+        expected: String,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// HotStuff's numeric chain id, derived from ours.
@@ -70,11 +77,19 @@ fn validator_set(g: &Genesis) -> ValidatorSet {
 }
 
 /// Writes the genesis state into an empty store, or checks that the store belongs to this genesis.
-fn initialize_store(store: &mut RocksStore, g: &Genesis, dir: &std::path::Path) -> Result<(), StartError> {
+fn initialize_store(
+    store: &mut RocksStore,
+    g: &Genesis,
+    dir: &std::path::Path,
+) -> Result<(), StartError> {
     let expected = genesis::genesis_hash(g);
     match store.get(GENESIS_MARKER) {
         Some(found) if found == expected.0 => Ok(()),
-        Some(found) => Err(StartError::WrongGenesis { dir: dir.display().to_string(), found: hex::encode(found), expected: expected.to_hex() }),
+        Some(found) => Err(StartError::WrongGenesis {
+            dir: dir.display().to_string(),
+            found: hex::encode(found),
+            expected: expected.to_hex(),
+        }),
         None => {
             let mut updates = AppStateUpdates::new();
             for (k, v) in genesis::initial_state(g)? {
@@ -83,7 +98,11 @@ fn initialize_store(store: &mut RocksStore, g: &Genesis, dir: &std::path::Path) 
                 }
             }
             let vs = validator_set(g);
-            Replica::initialize(store.clone(), updates, ValidatorSetState::new(vs.clone(), vs, None, true));
+            Replica::initialize(
+                store.clone(),
+                updates,
+                ValidatorSetState::new(vs.clone(), vs, None, true),
+            );
             let mut wb = <RocksStore as KVStore>::WriteBatch::new();
             wb.set(GENESIS_MARKER, &expected.0);
             store.write(wb);
@@ -108,11 +127,21 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let params = ChainParams::from_genesis(&cfg.genesis);
     let metrics = Arc::new(NodeMetrics::new());
     let mempool = Arc::new(Mempool::new(cfg.mempool_capacity));
-    let chain = Arc::new(Chain::new(store.clone(), params.clone(), mempool.clone(), metrics.clone()));
+    let chain = Arc::new(Chain::new(
+        store.clone(),
+        params.clone(),
+        mempool.clone(),
+        metrics.clone(),
+    ));
     let me = cfg.key.public();
     let is_validator = cfg.genesis.validators.iter().any(|v| v.key == me);
 
-    let net = PeerNetwork::new(cfg.key.clone(), params.chain_id.clone(), FaultSwitch::new(cfg.fault_file.clone()), metrics.clone());
+    let net = PeerNetwork::new(
+        cfg.key.clone(),
+        params.chain_id.clone(),
+        FaultSwitch::new(cfg.fault_file.clone()),
+        metrics.clone(),
+    );
     {
         let chain = chain.clone();
         net.set_tx_sink(Arc::new(move |txs: Vec<Vec<u8>>| {
@@ -126,21 +155,53 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     }
 
     // Servers first, so peers can reach us while consensus starts.
-    let p2p_listener = tokio::net::TcpListener::bind(cfg.p2p_listen).await.map_err(|source| StartError::Listen { addr: cfg.p2p_listen, source })?;
-    let rpc_listener = tokio::net::TcpListener::bind(cfg.rpc_listen).await.map_err(|source| StartError::Listen { addr: cfg.rpc_listen, source })?;
-    let http_listener = tokio::net::TcpListener::bind(cfg.http_listen).await.map_err(|source| StartError::Listen { addr: cfg.http_listen, source })?;
+    let p2p_listener = tokio::net::TcpListener::bind(cfg.p2p_listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.p2p_listen,
+            source,
+        })?;
+    let rpc_listener = tokio::net::TcpListener::bind(cfg.rpc_listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.rpc_listen,
+            source,
+        })?;
+    let http_listener = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.http_listen,
+            source,
+        })?;
     let peer_server = net.server();
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(p2p_listener);
-        if let Err(e) = tonic::transport::Server::builder().tcp_nodelay(true).add_service(peer_server).serve_with_incoming(incoming).await {
+        if let Err(e) = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(peer_server)
+            .serve_with_incoming(incoming)
+            .await
+        {
             tracing::error!(error = %e, "peer server stopped");
         }
     });
-    let api = ChainService { chain: chain.clone(), net: net.clone(), node_key: me, is_validator, block_time_ms: cfg.genesis.block_time_ms };
+    let api = ChainService {
+        chain: chain.clone(),
+        net: net.clone(),
+        node_key: me,
+        is_validator,
+        block_time_ms: cfg.genesis.block_time_ms,
+    };
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
-        let svc = aitbc_protocol::pb::chain_server::ChainServer::new(api).max_decoding_message_size(16 * 1024 * 1024);
-        if let Err(e) = tonic::transport::Server::builder().tcp_nodelay(true).add_service(svc).serve_with_incoming(incoming).await {
+        let svc = aitbc_protocol::pb::chain_server::ChainServer::new(api)
+            .max_decoding_message_size(16 * 1024 * 1024);
+        if let Err(e) = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming(incoming)
+            .await
+        {
             tracing::error!(error = %e, "API server stopped");
         }
     });
@@ -192,11 +253,16 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         .on_commit_block(move |_| c1.publish_committed())
         .on_start_sync(move |_| c2.syncing.store(true, std::sync::atomic::Ordering::Relaxed))
         .on_end_sync(move |_| {
-            c3.syncing.store(false, std::sync::atomic::Ordering::Relaxed);
+            c3.syncing
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             c3.publish_committed();
         })
         .build()
         .start();
     tracing::info!(key = %me, validator = is_validator, chain = %chain.params.chain_id, height = ?chain.committed_height(), "node started");
-    Ok(RunningNode { chain, net, _replica: replica })
+    Ok(RunningNode {
+        chain,
+        net,
+        _replica: replica,
+    })
 }

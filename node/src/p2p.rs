@@ -81,7 +81,10 @@ pub struct PeerNetwork {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn signing_bytes(chain_id: &str, kind: i32, payload: &[u8]) -> Vec<u8> {
@@ -96,7 +99,12 @@ fn signing_bytes(chain_id: &str, kind: i32, payload: &[u8]) -> Vec<u8> {
 }
 
 impl PeerNetwork {
-    pub fn new(me: Keypair, chain_id: String, fault: FaultSwitch, metrics: Arc<NodeMetrics>) -> PeerNetwork {
+    pub fn new(
+        me: Keypair,
+        chain_id: String,
+        fault: FaultSwitch,
+        metrics: Arc<NodeMetrics>,
+    ) -> PeerNetwork {
         let (inbox_tx, inbox_rx) = std_mpsc::sync_channel(INBOX_QUEUE);
         let my_vk = *me.signing_key().as_ref();
         let shared = Shared {
@@ -112,7 +120,10 @@ impl PeerNetwork {
             next_id: AtomicU64::new(1),
             gossip_buffer: Mutex::new(Vec::new()),
         };
-        PeerNetwork { shared: Arc::new(shared), my_vk }
+        PeerNetwork {
+            shared: Arc::new(shared),
+            my_vk,
+        }
     }
 
     pub fn set_tx_sink(&self, sink: TxSink) {
@@ -135,8 +146,16 @@ impl PeerNetwork {
     }
 
     fn envelope(&self, kind: Kind, payload: Vec<u8>) -> Envelope {
-        let sig = self.shared.me.sign(&signing_bytes(&self.shared.chain_id, kind as i32, &payload));
-        Envelope { kind: kind as i32, sender: self.my_vk.to_bytes().to_vec(), payload, signature: sig.0.to_vec() }
+        let sig = self
+            .shared
+            .me
+            .sign(&signing_bytes(&self.shared.chain_id, kind as i32, &payload));
+        Envelope {
+            kind: kind as i32,
+            sender: self.my_vk.to_bytes().to_vec(),
+            payload,
+            signature: sig.0.to_vec(),
+        }
     }
 
     fn hello(&self) -> Envelope {
@@ -151,7 +170,8 @@ impl PeerNetwork {
         for ob in boxes.get(to).into_iter().flatten() {
             match ob.tx.try_send(env.take().expect("envelope present")) {
                 Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(e)) | Err(mpsc::error::TrySendError::Closed(e)) => env = Some(e),
+                Err(mpsc::error::TrySendError::Full(e))
+                | Err(mpsc::error::TrySendError::Closed(e)) => env = Some(e),
             }
         }
         if env.is_some() {
@@ -200,7 +220,12 @@ impl PeerNetwork {
         let sender: [u8; 32] = env.sender.as_slice().try_into().ok()?;
         let sig: [u8; 64] = env.signature.as_slice().try_into().ok()?;
         let key = PublicKey(sender);
-        let ok = key.verify(&signing_bytes(&self.shared.chain_id, env.kind, &env.payload), &Signature(sig)).is_ok();
+        let ok = key
+            .verify(
+                &signing_bytes(&self.shared.chain_id, env.kind, &env.payload),
+                &Signature(sig),
+            )
+            .is_ok();
         if !ok {
             self.shared.metrics.peer_messages_bad_signature.inc();
             tracing::debug!(peer = %key, "ignoring peer message with a bad signature");
@@ -216,7 +241,10 @@ impl PeerNetwork {
         let key = self.verify(env)?;
         let ts = u64::from_le_bytes(env.payload[..8].try_into().ok()?);
         let chain = std::str::from_utf8(&env.payload[8..]).ok()?;
-        if chain != self.shared.chain_id || now_ms().abs_diff(ts) > HELLO_MAX_AGE_MS || key.0 == self.my_vk.to_bytes() {
+        if chain != self.shared.chain_id
+            || now_ms().abs_diff(ts) > HELLO_MAX_AGE_MS
+            || key.0 == self.my_vk.to_bytes()
+        {
             return None;
         }
         Some(key)
@@ -227,19 +255,26 @@ impl PeerNetwork {
         if self.shared.fault.cut_off() {
             return;
         }
-        let Some(sender) = self.verify(&env) else { return };
+        let Some(sender) = self.verify(&env) else {
+            return;
+        };
         if sender != *from {
             self.shared.metrics.peer_messages_bad_signature.inc();
             return;
         }
-        self.shared.peers_seen.write().insert(sender.0, Instant::now());
+        self.shared
+            .peers_seen
+            .write()
+            .insert(sender.0, Instant::now());
         match Kind::try_from(env.kind) {
             Ok(Kind::Consensus) => {
                 let Ok(msg) = Message::try_from_slice(&env.payload) else {
                     tracing::debug!(peer = %sender, "ignoring consensus message that does not decode");
                     return;
                 };
-                let Ok(vk) = sender.verifying_key() else { return };
+                let Ok(vk) = sender.verifying_key() else {
+                    return;
+                };
                 if self.shared.inbox_tx.try_send((vk, msg)).is_err() {
                     self.shared.metrics.peer_messages_dropped.inc();
                 }
@@ -257,9 +292,17 @@ impl PeerNetwork {
 
     fn register(&self, key: &PublicKey, tx: mpsc::Sender<Envelope>) -> u64 {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shared.outboxes.write().entry(key.0).or_default().push(Outbox { id, tx });
+        self.shared
+            .outboxes
+            .write()
+            .entry(key.0)
+            .or_default()
+            .push(Outbox { id, tx });
         self.shared.peers_seen.write().insert(key.0, Instant::now());
-        self.shared.metrics.peers_connected.set(self.shared.outboxes.read().len() as u64);
+        self.shared
+            .metrics
+            .peers_connected
+            .set(self.shared.outboxes.read().len() as u64);
         id
     }
 
@@ -301,7 +344,11 @@ impl PeerNetwork {
         if self.shared.fault.cut_off() {
             return Err("cut off by the fault switch".into());
         }
-        let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        let url = if addr.starts_with("http") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
         let channel = tonic::transport::Endpoint::from_shared(url)?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
@@ -313,8 +360,13 @@ impl PeerNetwork {
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
         tx.send(self.hello()).await?;
         let mut inbound = client.exchange(ReceiverStream::new(rx)).await?.into_inner();
-        let first = inbound.next().await.ok_or("peer closed before its hello")??;
-        let key = self.verify_hello(&first).ok_or("peer sent an invalid hello")?;
+        let first = inbound
+            .next()
+            .await
+            .ok_or("peer closed before its hello")??;
+        let key = self
+            .verify_hello(&first)
+            .ok_or("peer sent an invalid hello")?;
         let id = self.register(&key, tx);
         tracing::info!(peer = %addr, key = %key, "connected to peer");
         self.pump(key, inbound).await;
@@ -334,13 +386,17 @@ pub struct PeerService {
     net: PeerNetwork,
 }
 
-type EnvelopeStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Envelope, Status>> + Send>>;
+type EnvelopeStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Envelope, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     type ExchangeStream = EnvelopeStream;
 
-    async fn exchange(&self, request: Request<Streaming<Envelope>>) -> Result<Response<Self::ExchangeStream>, Status> {
+    async fn exchange(
+        &self,
+        request: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Self::ExchangeStream>, Status> {
         let net = self.net.clone();
         if net.shared.fault.cut_off() {
             return Err(Status::unavailable("node is cut off"));
@@ -350,9 +406,13 @@ impl pb::peer_server::Peer for PeerService {
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("stream closed before hello"))??;
-        let key = net.verify_hello(&first).ok_or_else(|| Status::unauthenticated("invalid hello"))?;
+        let key = net
+            .verify_hello(&first)
+            .ok_or_else(|| Status::unauthenticated("invalid hello"))?;
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        tx.send(net.hello()).await.map_err(|_| Status::internal("stream closed"))?;
+        tx.send(net.hello())
+            .await
+            .map_err(|_| Status::internal("stream closed"))?;
         let id = net.register(&key, tx);
         tokio::spawn(async move {
             net.pump(key, inbound).await;
@@ -369,7 +429,12 @@ impl Network for PeerNetwork {
     fn broadcast(&mut self, message: Message) {
         if let Ok(payload) = message.try_to_vec() {
             // Deliver to ourselves as well: HotStuff counts its own vote and proposal.
-            if self.shared.inbox_tx.try_send((self.my_vk, message)).is_err() {
+            if self
+                .shared
+                .inbox_tx
+                .try_send((self.my_vk, message))
+                .is_err()
+            {
                 self.shared.metrics.peer_messages_dropped.inc();
             }
             if self.shared.fault.cut_off() {
@@ -400,6 +465,10 @@ impl Network for PeerNetwork {
     }
 
     fn recv(&mut self) -> Option<(VerifyingKey, Message)> {
-        self.shared.inbox_rx.lock().recv_timeout(Duration::from_millis(10)).ok()
+        self.shared
+            .inbox_rx
+            .lock()
+            .recv_timeout(Duration::from_millis(10))
+            .ok()
     }
 }

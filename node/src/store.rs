@@ -33,13 +33,24 @@ impl RocksStore {
         opts.create_if_missing(true);
         opts.set_max_open_files(512);
         opts.increase_parallelism(2);
-        let db = DB::open(&opts, path).map_err(|source| OpenError { path: path.display().to_string(), source })?;
-        Ok(RocksStore { db: Arc::new(db), sync_writes })
+        let db = DB::open(&opts, path).map_err(|source| OpenError {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(RocksStore {
+            db: Arc::new(db),
+            sync_writes,
+        })
     }
 
     /// Iterates committed application state whose key starts with `prefix`, in key order (or in
     /// reverse), calling `f(key_without_prefix, value)` until it returns false.
-    pub fn scan_committed(&self, prefix: &[u8], reverse: bool, mut f: impl FnMut(&[u8], &[u8]) -> bool) {
+    pub fn scan_committed(
+        &self,
+        prefix: &[u8],
+        reverse: bool,
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) {
         let mut full = vec![COMMITTED_APP_STATE];
         full.extend_from_slice(prefix);
         let iter = if reverse {
@@ -51,9 +62,11 @@ impl RocksStore {
                     break;
                 }
             }
-            self.db.iterator(IteratorMode::From(&upper, Direction::Reverse))
+            self.db
+                .iterator(IteratorMode::From(&upper, Direction::Reverse))
         } else {
-            self.db.iterator(IteratorMode::From(&full, Direction::Forward))
+            self.db
+                .iterator(IteratorMode::From(&full, Direction::Forward))
         };
         for item in iter {
             let Ok((k, v)) = item else { break };
@@ -102,15 +115,19 @@ fn read_block_data<G: KVGet + ?Sized>(
     kv: &G,
     block: &CryptoHash,
 ) -> Result<Option<Data>, hotstuff_rs::block_tree::pluggables::KVGetError> {
-    let Some(len) = kv.block_data_len(block)? else { return Ok(None) };
+    let Some(len) = kv.block_data_len(block)? else {
+        return Ok(None);
+    };
     let mut data = Vec::with_capacity(len.int() as usize);
     for i in 0..len.int() {
         match kv.block_datum(block, i) {
             Some(d) => data.push(d),
             None => {
-                return Err(hotstuff_rs::block_tree::pluggables::KVGetError::ValueExpectedButNotFound {
-                    key: hotstuff_rs::block_tree::pluggables::Key::BlockData { block: *block },
-                })
+                return Err(
+                    hotstuff_rs::block_tree::pluggables::KVGetError::ValueExpectedButNotFound {
+                        key: hotstuff_rs::block_tree::pluggables::Key::BlockData { block: *block },
+                    },
+                )
             }
         }
     }
@@ -144,7 +161,10 @@ impl KVGet for RocksSnapshot<'_> {
             }
         }
     }
-    fn block_data(&self, block: &CryptoHash) -> Result<Option<Data>, hotstuff_rs::block_tree::pluggables::KVGetError> {
+    fn block_data(
+        &self,
+        block: &CryptoHash,
+    ) -> Result<Option<Data>, hotstuff_rs::block_tree::pluggables::KVGetError> {
         read_block_data(self, block)
     }
 }
@@ -164,7 +184,11 @@ impl KVStore for RocksStore {
     }
 
     fn clear(&mut self) {
-        let keys: Vec<Box<[u8]>> = self.db.iterator(IteratorMode::Start).filter_map(|r| r.ok().map(|(k, _)| k)).collect();
+        let keys: Vec<Box<[u8]>> = self
+            .db
+            .iterator(IteratorMode::Start)
+            .filter_map(|r| r.ok().map(|(k, _)| k))
+            .collect();
         let mut wb = rocksdb::WriteBatch::default();
         for k in keys {
             wb.delete(k);

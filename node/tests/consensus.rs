@@ -33,8 +33,15 @@ async fn assert_agree(net: &TestNet, nodes: &[usize]) -> u64 {
         let first = clients[0].block(h).await.unwrap();
         for (k, c) in clients.iter().enumerate().skip(1) {
             let b = c.block(h).await.unwrap();
-            assert_eq!(b.hash, first.hash, "fork at height {h}: node {} vs node {}", nodes[0], nodes[k]);
-            assert_eq!(b.state_root, first.state_root, "state root differs at height {h}");
+            assert_eq!(
+                b.hash, first.hash,
+                "fork at height {h}: node {} vs node {}",
+                nodes[0], nodes[k]
+            );
+            assert_eq!(
+                b.state_root, first.state_root,
+                "state root differs at height {h}"
+            );
         }
     }
     top
@@ -48,7 +55,12 @@ struct Load {
     task: JoinHandle<()>,
 }
 
-fn start_load(endpoints: Vec<String>, up: Arc<Mutex<Vec<bool>>>, key: Keypair, chain_id: String) -> Load {
+fn start_load(
+    endpoints: Vec<String>,
+    up: Arc<Mutex<Vec<bool>>>,
+    key: Keypair,
+    chain_id: String,
+) -> Load {
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (s2, st2) = (seen.clone(), stop.clone());
@@ -57,9 +69,13 @@ fn start_load(endpoints: Vec<String>, up: Arc<Mutex<Vec<bool>>>, key: Keypair, c
         let mut i = 0usize;
         while !st2.load(std::sync::atomic::Ordering::Relaxed) {
             i += 1;
-            let pick = (0..endpoints.len()).map(|k| (i + k) % endpoints.len()).find(|k| up.lock().unwrap()[*k]);
+            let pick = (0..endpoints.len())
+                .map(|k| (i + k) % endpoints.len())
+                .find(|k| up.lock().unwrap()[*k]);
             let Some(k) = pick else { break };
-            let Ok(c) = ChainClient::connect(&endpoints[k]).await else { continue };
+            let Ok(c) = ChainClient::connect(&endpoints[k]).await else {
+                continue;
+            };
             let n = match nonce {
                 Some(n) => n,
                 None => match c.account(&key.address()).await {
@@ -72,14 +88,21 @@ fn start_load(endpoints: Vec<String>, up: Arc<Mutex<Vec<bool>>>, key: Keypair, c
                 sender: key.public(),
                 nonce: n,
                 fee: "0.001".parse().unwrap(),
-                action: Action::Transfer { to: Keypair::generate().address(), amount: Amount(1 + i as u128) },
+                action: Action::Transfer {
+                    to: Keypair::generate().address(),
+                    amount: Amount(1 + i as u128),
+                },
             }
             .sign(&key);
             match c.submit(&stx).await {
                 Ok(h) => {
                     nonce = Some(n + 1);
                     if let Ok(done) = c.wait(&h, Duration::from_secs(20)).await {
-                        assert!(done.receipt.error.is_none(), "transfer rejected: {:?}", done.receipt.error);
+                        assert!(
+                            done.receipt.error.is_none(),
+                            "transfer rejected: {:?}",
+                            done.receipt.error
+                        );
                         s2.lock().unwrap().insert(h, done.height);
                     } else {
                         // Not committed in time (its node died): ask again for the next nonce.
@@ -107,9 +130,15 @@ async fn assert_all_committed(net: &TestNet, nodes: &[usize], seen: &BTreeMap<Ha
     for &i in nodes {
         let c = net.client(i).await;
         for (h, height) in seen {
-            let info = c.transaction(h, false).await.unwrap_or_else(|e| panic!("node {i} lost tx {h}: {e}"));
+            let info = c
+                .transaction(h, false)
+                .await
+                .unwrap_or_else(|e| panic!("node {i} lost tx {h}: {e}"));
             assert_eq!(info.status, "committed");
-            assert_eq!(info.height, *height, "node {i} has tx {h} at another height");
+            assert_eq!(
+                info.height, *height,
+                "node {i} has tx {h} at another height"
+            );
         }
     }
 }
@@ -144,7 +173,11 @@ async fn validators_agree_through_crashes_and_loss_of_quorum() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stalled = (height(&net, 0).await, height(&net, 1).await);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!((height(&net, 0).await, height(&net, 1).await), stalled, "blocks committed without a quorum");
+    assert_eq!(
+        (height(&net, 0).await, height(&net, 1).await),
+        stalled,
+        "blocks committed without a quorum"
+    );
     assert_agree(&net, &[0, 1]).await;
     // Bring one back: progress resumes.
     net.start(2);
@@ -170,12 +203,23 @@ async fn partitioned_validator_heals_and_listener_follows() {
     let cut_at = height(&net, 1).await;
     let h = height(&net, 0).await;
     net.wait_height(0, h + 5, WAIT).await;
-    assert!(height(&net, 1).await <= cut_at + 1, "a cut-off validator kept committing");
+    assert!(
+        height(&net, 1).await <= cut_at + 1,
+        "a cut-off validator kept committing"
+    );
     // A transaction sent to the listener reaches the proposers and commits.
     let ops = net.genesis_ops();
     let listener = net.client(4).await;
     let sent = listener
-        .send_and_wait(&ops, Action::Transfer { to: Keypair::generate().address(), amount: Amount(7) }, "0.001".parse().unwrap(), WAIT)
+        .send_and_wait(
+            &ops,
+            Action::Transfer {
+                to: Keypair::generate().address(),
+                amount: Amount(7),
+            },
+            "0.001".parse().unwrap(),
+            WAIT,
+        )
         .await
         .unwrap();
     // Heal: it catches up, with no fork.
@@ -211,16 +255,38 @@ async fn forged_peer_messages_are_ignored() {
         b.extend_from_slice(payload);
         k.sign(&b).0.to_vec()
     };
-    let mut hello = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis().to_le_bytes()[..8].to_vec();
+    let mut hello = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_le_bytes()[..8]
+        .to_vec();
     hello.extend_from_slice(chain_id.as_bytes());
-    let mut msgs = vec![Envelope { kind: Kind::Hello as i32, sender: stranger.public().0.to_vec(), signature: sign(&stranger, Kind::Hello, &hello), payload: hello }];
+    let mut msgs = vec![Envelope {
+        kind: Kind::Hello as i32,
+        sender: stranger.public().0.to_vec(),
+        signature: sign(&stranger, Kind::Hello, &hello),
+        payload: hello,
+    }];
     for i in 0..50u8 {
         let payload = vec![i; 100];
         // wrong key's signature, and a "validator 0" message signed by the stranger
-        msgs.push(Envelope { kind: Kind::Consensus as i32, sender: stranger.public().0.to_vec(), signature: Keypair::generate().sign(&payload).0.to_vec(), payload: payload.clone() });
-        msgs.push(Envelope { kind: Kind::Consensus as i32, sender: validator0.0.to_vec(), signature: sign(&stranger, Kind::Consensus, &payload), payload });
+        msgs.push(Envelope {
+            kind: Kind::Consensus as i32,
+            sender: stranger.public().0.to_vec(),
+            signature: Keypair::generate().sign(&payload).0.to_vec(),
+            payload: payload.clone(),
+        });
+        msgs.push(Envelope {
+            kind: Kind::Consensus as i32,
+            sender: validator0.0.to_vec(),
+            signature: sign(&stranger, Kind::Consensus, &payload),
+            payload,
+        });
     }
-    let mut client = PeerClient::connect(format!("http://127.0.0.1:{}", net.nodes[1].p2p)).await.unwrap();
+    let mut client = PeerClient::connect(format!("http://127.0.0.1:{}", net.nodes[1].p2p))
+        .await
+        .unwrap();
     let resp = client.exchange(tokio_stream::iter(msgs)).await.unwrap();
     drop(resp);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -231,7 +297,10 @@ async fn forged_peer_messages_are_ignored() {
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    assert!(bad >= 100.0, "forged messages were not counted as bad signatures ({bad})");
+    assert!(
+        bad >= 100.0,
+        "forged messages were not counted as bad signatures ({bad})"
+    );
     let h = height(&net, 1).await;
     net.wait_height(1, h + 3, WAIT).await;
     assert_agree(&net, &[0, 1, 2, 3]).await;
@@ -240,8 +309,12 @@ async fn forged_peer_messages_are_ignored() {
 /// GET /metrics without an HTTP client dependency.
 async fn reqwest_metrics(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out

@@ -23,7 +23,17 @@ async fn committed_transactions_survive_kill_9_and_restart() {
     // A marketplace flow first: listing, bid under price refused with its reason.
     let provider = Keypair::generate();
     let fee: Amount = "0.001".parse().unwrap();
-    c.send_and_wait(&ops, Action::Transfer { to: provider.address(), amount: "50".parse().unwrap() }, fee, WAIT).await.unwrap();
+    c.send_and_wait(
+        &ops,
+        Action::Transfer {
+            to: provider.address(),
+            amount: "50".parse().unwrap(),
+        },
+        fee,
+        WAIT,
+    )
+    .await
+    .unwrap();
     let listed = c
         .send_and_wait(
             &provider,
@@ -44,9 +54,32 @@ async fn committed_transactions_survive_kill_9_and_restart() {
         aitbc_protocol::model::Event::ListingCreated { listing_id, .. } => listing_id.clone(),
         e => panic!("unexpected event {e:?}"),
     };
-    let err = c.send(&ops, Action::PlaceBid { listing_id: listing_id.clone(), amount: "5".parse().unwrap() }, fee).await.unwrap_err();
-    assert!(err.to_string().contains("below the listing's price"), "{err}");
-    let err = c.send(&ops, Action::PlaceBid { listing_id: "svc-unknown".into(), amount: "5".parse().unwrap() }, fee).await.unwrap_err();
+    let err = c
+        .send(
+            &ops,
+            Action::PlaceBid {
+                listing_id: listing_id.clone(),
+                amount: "5".parse().unwrap(),
+            },
+            fee,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("below the listing's price"),
+        "{err}"
+    );
+    let err = c
+        .send(
+            &ops,
+            Action::PlaceBid {
+                listing_id: "svc-unknown".into(),
+                amount: "5".parse().unwrap(),
+            },
+            fee,
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("unknown listing"), "{err}");
 
     // Load: pre-signed transfers with consecutive nonces, submitted while a watcher records every
@@ -59,7 +92,10 @@ async fn committed_transactions_survive_kill_9_and_restart() {
                 sender: ops.public(),
                 nonce: base + i,
                 fee,
-                action: Action::Transfer { to: Keypair::generate().address(), amount: Amount(1_000 + i as u128) },
+                action: Action::Transfer {
+                    to: Keypair::generate().address(),
+                    amount: Amount(1_000 + i as u128),
+                },
             }
             .sign(&ops)
         })
@@ -100,10 +136,23 @@ async fn committed_transactions_survive_kill_9_and_restart() {
     for (h, (hash, root)) in &roots {
         let b = c.block(*h).await.unwrap();
         assert_eq!(&b.hash, hash, "block {h} changed after restart");
-        assert_eq!(&b.state_root, root, "state root at {h} changed after restart");
+        assert_eq!(
+            &b.state_root, root,
+            "state root at {h} changed after restart"
+        );
     }
     // The chain goes on and accepts new work after the restart.
-    c.send_and_wait(&ops, Action::Transfer { to: provider.address(), amount: "1".parse().unwrap() }, fee, WAIT).await.unwrap();
+    c.send_and_wait(
+        &ops,
+        Action::Transfer {
+            to: provider.address(),
+            amount: "1".parse().unwrap(),
+        },
+        fee,
+        WAIT,
+    )
+    .await
+    .unwrap();
     let supply = c.supply().await.unwrap();
     assert!(supply.conserved, "supply not conserved: {supply:?}");
 }
@@ -121,19 +170,36 @@ async fn bad_transactions_are_refused_with_a_reason() {
         sender: ops.public(),
         nonce,
         fee,
-        action: Action::Transfer { to: Keypair::generate().address(), amount: Amount(1) },
+        action: Action::Transfer {
+            to: Keypair::generate().address(),
+            amount: Amount(1),
+        },
     };
     // malformed bytes
     let raw = c.raw();
-    let err = raw.clone().submit_transaction(aitbc_protocol::pb::SubmitTransactionRequest { transaction: vec![1, 2, 3] }).await.unwrap_err();
+    let err = raw
+        .clone()
+        .submit_transaction(aitbc_protocol::pb::SubmitTransactionRequest {
+            transaction: vec![1, 2, 3],
+        })
+        .await
+        .unwrap_err();
     assert!(err.message().contains("malformed"), "{}", err.message());
     // wrong chain
-    let err = c.submit(&mk("other-chain", 0).sign(&ops)).await.unwrap_err();
+    let err = c
+        .submit(&mk("other-chain", 0).sign(&ops))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("wrong chain"), "{err}");
     // bad signature
     let mut stx = mk("aitbc-test", 0).sign(&ops);
     stx.signature = Keypair::generate().sign(b"x");
-    assert!(c.submit(&stx).await.unwrap_err().to_string().contains("bad signature"));
+    assert!(c
+        .submit(&stx)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("bad signature"));
     // stale nonce after one commit
     let first = mk("aitbc-test", 0).sign(&ops);
     let h = c.submit(&first).await.unwrap();
@@ -142,6 +208,16 @@ async fn bad_transactions_are_refused_with_a_reason() {
     assert!(err.to_string().contains("stale nonce"), "{err}");
     // insufficient funds
     let poor = Keypair::generate();
-    let err = c.send(&poor, Action::Transfer { to: ops.address(), amount: Amount(1) }, fee).await.unwrap_err();
+    let err = c
+        .send(
+            &poor,
+            Action::Transfer {
+                to: ops.address(),
+                amount: Amount(1),
+            },
+            fee,
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("insufficient funds"), "{err}");
 }

@@ -11,7 +11,17 @@ const UNIT: u128 = 10u128.pow(DECIMALS);
 
 /// An amount of AIT in base units. Arithmetic is checked: overflow is an error, never a wrap.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
 )]
 pub struct Amount(pub u128);
 
@@ -71,17 +81,27 @@ impl FromStr for Amount {
             None => (s, ""),
         };
         let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-        if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || (s.contains('.') && frac.is_empty()) {
+        if (whole.is_empty() && frac.is_empty())
+            || !digits(whole)
+            || !digits(frac)
+            || (s.contains('.') && frac.is_empty())
+        {
             return Err(AmountError::Malformed(input.to_string()));
         }
         if frac.len() > DECIMALS as usize {
             return Err(AmountError::TooManyDecimals(input.to_string()));
         }
         let overflow = || AmountError::Overflow(input.to_string());
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| overflow())? };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| overflow())?
+        };
         let mut frac_units: u128 = 0;
         if !frac.is_empty() {
-            frac_units = frac.parse().map_err(|_| AmountError::Malformed(input.to_string()))?;
+            frac_units = frac
+                .parse()
+                .map_err(|_| AmountError::Malformed(input.to_string()))?;
             frac_units *= 10u128.pow(DECIMALS - frac.len() as u32);
         }
         whole
@@ -134,20 +154,41 @@ mod tests {
 
     #[test]
     fn rejects_bad_amounts_with_the_reason() {
-        assert!(matches!("-1".parse::<Amount>(), Err(AmountError::Negative(_))));
-        assert!(matches!("0.0000001".parse::<Amount>(), Err(AmountError::TooManyDecimals(_))));
-        assert!(matches!("abc".parse::<Amount>(), Err(AmountError::Malformed(_))));
-        assert!(matches!("1.".parse::<Amount>(), Err(AmountError::Malformed(_))));
-        assert!(matches!("1e5".parse::<Amount>(), Err(AmountError::Malformed(_))));
+        assert!(matches!(
+            "-1".parse::<Amount>(),
+            Err(AmountError::Negative(_))
+        ));
+        assert!(matches!(
+            "0.0000001".parse::<Amount>(),
+            Err(AmountError::TooManyDecimals(_))
+        ));
+        assert!(matches!(
+            "abc".parse::<Amount>(),
+            Err(AmountError::Malformed(_))
+        ));
+        assert!(matches!(
+            "1.".parse::<Amount>(),
+            Err(AmountError::Malformed(_))
+        ));
+        assert!(matches!(
+            "1e5".parse::<Amount>(),
+            Err(AmountError::Malformed(_))
+        ));
         assert!(matches!("".parse::<Amount>(), Err(AmountError::Empty)));
         let huge = "9".repeat(40);
-        assert!(matches!(huge.parse::<Amount>(), Err(AmountError::Overflow(_))));
+        assert!(matches!(
+            huge.parse::<Amount>(),
+            Err(AmountError::Overflow(_))
+        ));
     }
 
     #[test]
     fn basis_points_rounds_down() {
         assert_eq!(Amount(10_000).basis_points(250), Amount(250));
-        assert_eq!(Amount(u128::MAX).basis_points(10_000), Amount(u128::MAX - u128::MAX % 10_000 + (u128::MAX % 10_000)));
+        assert_eq!(
+            Amount(u128::MAX).basis_points(10_000),
+            Amount(u128::MAX - u128::MAX % 10_000 + (u128::MAX % 10_000))
+        );
     }
 
     proptest! {

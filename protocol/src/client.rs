@@ -28,10 +28,15 @@ pub enum ClientError {
 fn from_status(s: tonic::Status) -> ClientError {
     match s.code() {
         Code::NotFound => ClientError::NotFound(s.message().to_string()),
-        Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied | Code::AlreadyExists | Code::ResourceExhausted => {
-            ClientError::Rejected(s.message().to_string())
-        }
-        Code::Unavailable => ClientError::Unreachable { endpoint: String::new(), reason: s.message().to_string() },
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::PermissionDenied
+        | Code::AlreadyExists
+        | Code::ResourceExhausted => ClientError::Rejected(s.message().to_string()),
+        Code::Unavailable => ClientError::Unreachable {
+            endpoint: String::new(),
+            reason: s.message().to_string(),
+        },
         _ => ClientError::Rpc(format!("{:?}: {}", s.code(), s.message())),
     }
 }
@@ -57,8 +62,15 @@ pub struct ChainClient {
 impl ChainClient {
     /// Connects to `endpoint` (`http://host:port` or `host:port`).
     pub async fn connect(endpoint: &str) -> Result<ChainClient, ClientError> {
-        let url = if endpoint.starts_with("http") { endpoint.to_string() } else { format!("http://{endpoint}") };
-        let unreachable = |reason: String| ClientError::Unreachable { endpoint: url.clone(), reason };
+        let url = if endpoint.starts_with("http") {
+            endpoint.to_string()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let unreachable = |reason: String| ClientError::Unreachable {
+            endpoint: url.clone(),
+            reason,
+        };
         let channel = tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|e| unreachable(e.to_string()))?
             .connect_timeout(Duration::from_secs(3))
@@ -66,7 +78,10 @@ impl ChainClient {
             .connect()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(ChainClient { raw: RawClient::new(channel).max_decoding_message_size(64 * 1024 * 1024), endpoint: url })
+        Ok(ChainClient {
+            raw: RawClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+            endpoint: url,
+        })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -79,42 +94,89 @@ impl ChainClient {
 
     fn map(&self, s: tonic::Status) -> ClientError {
         match from_status(s) {
-            ClientError::Unreachable { reason, .. } => ClientError::Unreachable { endpoint: self.endpoint.clone(), reason },
+            ClientError::Unreachable { reason, .. } => ClientError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                reason,
+            },
             e => e,
         }
     }
 
     pub async fn status(&self) -> Result<pb::NodeStatus, ClientError> {
-        Ok(self.raw.clone().get_node_status(pb::GetNodeStatusRequest {}).await.map_err(|e| self.map(e))?.into_inner())
+        Ok(self
+            .raw
+            .clone()
+            .get_node_status(pb::GetNodeStatusRequest {})
+            .await
+            .map_err(|e| self.map(e))?
+            .into_inner())
     }
 
     pub async fn account(&self, a: &Address) -> Result<pb::AccountInfo, ClientError> {
-        let r = self.raw.clone().get_account(pb::GetAccountRequest { address: a.to_string() }).await;
+        let r = self
+            .raw
+            .clone()
+            .get_account(pb::GetAccountRequest {
+                address: a.to_string(),
+            })
+            .await;
         Ok(r.map_err(|e| self.map(e))?.into_inner())
     }
 
     pub async fn balance(&self, a: &Address) -> Result<(Amount, Amount), ClientError> {
         let info = self.account(a).await?;
-        let parse = |s: &str| s.parse::<Amount>().map_err(|e| ClientError::Decode(e.to_string()));
+        let parse = |s: &str| {
+            s.parse::<Amount>()
+                .map_err(|e| ClientError::Decode(e.to_string()))
+        };
         Ok((parse(&info.balance)?, parse(&info.escrowed)?))
     }
 
     /// Signs `action` from `key` with the next free nonce and submits it.
-    pub async fn send(&self, key: &Keypair, action: Action, fee: Amount) -> Result<Hash, ClientError> {
+    pub async fn send(
+        &self,
+        key: &Keypair,
+        action: Action,
+        fee: Amount,
+    ) -> Result<Hash, ClientError> {
         let status = self.status().await?;
         let nonce = self.account(&key.address()).await?.pending_nonce;
-        let tx = Transaction { chain_id: status.chain_id, sender: key.public(), nonce, fee, action };
+        let tx = Transaction {
+            chain_id: status.chain_id,
+            sender: key.public(),
+            nonce,
+            fee,
+            action,
+        };
         self.submit(&tx.sign(key)).await
     }
 
     pub async fn submit(&self, stx: &SignedTransaction) -> Result<Hash, ClientError> {
-        let r = self.raw.clone().submit_transaction(pb::SubmitTransactionRequest { transaction: stx.encode() }).await;
+        let r = self
+            .raw
+            .clone()
+            .submit_transaction(pb::SubmitTransactionRequest {
+                transaction: stx.encode(),
+            })
+            .await;
         let hash = r.map_err(|e| self.map(e))?.into_inner().tx_hash;
-        hash.parse().map_err(|e: crate::hash::HashParseError| ClientError::Decode(e.to_string()))
+        hash.parse()
+            .map_err(|e: crate::hash::HashParseError| ClientError::Decode(e.to_string()))
     }
 
-    pub async fn transaction(&self, hash: &Hash, with_proof: bool) -> Result<pb::TransactionInfo, ClientError> {
-        let r = self.raw.clone().get_transaction(pb::GetTransactionRequest { tx_hash: hash.to_hex(), with_proof }).await;
+    pub async fn transaction(
+        &self,
+        hash: &Hash,
+        with_proof: bool,
+    ) -> Result<pb::TransactionInfo, ClientError> {
+        let r = self
+            .raw
+            .clone()
+            .get_transaction(pb::GetTransactionRequest {
+                tx_hash: hash.to_hex(),
+                with_proof,
+            })
+            .await;
         Ok(r.map_err(|e| self.map(e))?.into_inner())
     }
 
@@ -124,20 +186,33 @@ impl ChainClient {
         loop {
             match self.transaction(hash, false).await {
                 Ok(info) if info.status == "committed" || info.status == "rejected" => {
-                    return Ok(Committed { hash: *hash, height: info.height, receipt: decode(&info.receipt)? });
+                    return Ok(Committed {
+                        hash: *hash,
+                        height: info.height,
+                        receipt: decode(&info.receipt)?,
+                    });
                 }
                 Ok(_) | Err(ClientError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
             if start.elapsed() > timeout {
-                return Err(ClientError::Timeout { hash: *hash, waited: timeout });
+                return Err(ClientError::Timeout {
+                    hash: *hash,
+                    waited: timeout,
+                });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// Sends and waits for commit; an action rejected in its block is an error with the reason.
-    pub async fn send_and_wait(&self, key: &Keypair, action: Action, fee: Amount, timeout: Duration) -> Result<Committed, ClientError> {
+    pub async fn send_and_wait(
+        &self,
+        key: &Keypair,
+        action: Action,
+        fee: Amount,
+        timeout: Duration,
+    ) -> Result<Committed, ClientError> {
         let hash = self.send(key, action, fee).await?;
         let c = self.wait(&hash, timeout).await?;
         match &c.receipt.error {
@@ -147,64 +222,154 @@ impl ChainClient {
     }
 
     pub async fn listing(&self, id: &str) -> Result<Listing, ClientError> {
-        let r = self.raw.clone().get_listing(pb::GetObjectRequest { id: id.into() }).await;
+        let r = self
+            .raw
+            .clone()
+            .get_listing(pb::GetObjectRequest { id: id.into() })
+            .await;
         decode(&r.map_err(|e| self.map(e))?.into_inner().encoded)
     }
 
-    pub async fn listings(&self, query: &str, owner: Option<&Address>) -> Result<Vec<Listing>, ClientError> {
-        let req = pb::SearchListingsRequest { query: query.into(), include_closed: false, owner: owner.map(|o| o.to_string()).unwrap_or_default() };
-        let r = self.raw.clone().search_listings(req).await.map_err(|e| self.map(e))?.into_inner();
+    pub async fn listings(
+        &self,
+        query: &str,
+        owner: Option<&Address>,
+    ) -> Result<Vec<Listing>, ClientError> {
+        let req = pb::SearchListingsRequest {
+            query: query.into(),
+            include_closed: false,
+            owner: owner.map(|o| o.to_string()).unwrap_or_default(),
+        };
+        let r = self
+            .raw
+            .clone()
+            .search_listings(req)
+            .await
+            .map_err(|e| self.map(e))?
+            .into_inner();
         r.listings.iter().map(|l| decode(&l.encoded)).collect()
     }
 
     pub async fn bid(&self, id: &str) -> Result<Bid, ClientError> {
-        let r = self.raw.clone().get_bid(pb::GetObjectRequest { id: id.into() }).await;
+        let r = self
+            .raw
+            .clone()
+            .get_bid(pb::GetObjectRequest { id: id.into() })
+            .await;
         decode(&r.map_err(|e| self.map(e))?.into_inner().encoded)
     }
 
-    pub async fn bids(&self, listing_id: &str, bidder: Option<&Address>, status: &str) -> Result<Vec<Bid>, ClientError> {
+    pub async fn bids(
+        &self,
+        listing_id: &str,
+        bidder: Option<&Address>,
+        status: &str,
+    ) -> Result<Vec<Bid>, ClientError> {
         let req = pb::ListBidsRequest {
             listing_id: listing_id.into(),
             bidder: bidder.map(|b| b.to_string()).unwrap_or_default(),
             status: status.into(),
         };
-        let r = self.raw.clone().list_bids(req).await.map_err(|e| self.map(e))?.into_inner();
+        let r = self
+            .raw
+            .clone()
+            .list_bids(req)
+            .await
+            .map_err(|e| self.map(e))?
+            .into_inner();
         r.bids.iter().map(|b| decode(&b.encoded)).collect()
     }
 
     pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
-        let r = self.raw.clone().get_job(pb::GetObjectRequest { id: id.into() }).await;
+        let r = self
+            .raw
+            .clone()
+            .get_job(pb::GetObjectRequest { id: id.into() })
+            .await;
         decode(&r.map_err(|e| self.map(e))?.into_inner().encoded)
     }
 
-    pub async fn jobs(&self, customer: Option<&Address>, status: &str) -> Result<Vec<Job>, ClientError> {
-        let req = pb::ListJobsRequest { customer: customer.map(|c| c.to_string()).unwrap_or_default(), status: status.into(), listing_id: String::new() };
-        let r = self.raw.clone().list_jobs(req).await.map_err(|e| self.map(e))?.into_inner();
+    pub async fn jobs(
+        &self,
+        customer: Option<&Address>,
+        status: &str,
+    ) -> Result<Vec<Job>, ClientError> {
+        let req = pb::ListJobsRequest {
+            customer: customer.map(|c| c.to_string()).unwrap_or_default(),
+            status: status.into(),
+            listing_id: String::new(),
+        };
+        let r = self
+            .raw
+            .clone()
+            .list_jobs(req)
+            .await
+            .map_err(|e| self.map(e))?
+            .into_inner();
         r.jobs.iter().map(|j| decode(&j.encoded)).collect()
     }
 
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, ClientError> {
-        let r = self.raw.clone().list_agents(pb::ListAgentsRequest {}).await.map_err(|e| self.map(e))?.into_inner();
+        let r = self
+            .raw
+            .clone()
+            .list_agents(pb::ListAgentsRequest {})
+            .await
+            .map_err(|e| self.map(e))?
+            .into_inner();
         r.agents.iter().map(|a| decode(&a.encoded)).collect()
     }
 
     pub async fn supply(&self) -> Result<pb::SupplyInfo, ClientError> {
-        Ok(self.raw.clone().get_supply(pb::GetSupplyRequest {}).await.map_err(|e| self.map(e))?.into_inner())
+        Ok(self
+            .raw
+            .clone()
+            .get_supply(pb::GetSupplyRequest {})
+            .await
+            .map_err(|e| self.map(e))?
+            .into_inner())
     }
 
     pub async fn block(&self, height: u64) -> Result<pb::BlockInfo, ClientError> {
-        let req = pb::GetBlockRequest { by: Some(pb::get_block_request::By::Height(height)), latest: false };
-        Ok(self.raw.clone().get_block(req).await.map_err(|e| self.map(e))?.into_inner())
+        let req = pb::GetBlockRequest {
+            by: Some(pb::get_block_request::By::Height(height)),
+            latest: false,
+        };
+        Ok(self
+            .raw
+            .clone()
+            .get_block(req)
+            .await
+            .map_err(|e| self.map(e))?
+            .into_inner())
     }
 
-    pub async fn history(&self, a: &Address, limit: u32) -> Result<Vec<pb::TransactionInfo>, ClientError> {
-        let r = self.raw.clone().get_account_history(pb::GetAccountHistoryRequest { address: a.to_string(), limit }).await;
+    pub async fn history(
+        &self,
+        a: &Address,
+        limit: u32,
+    ) -> Result<Vec<pb::TransactionInfo>, ClientError> {
+        let r = self
+            .raw
+            .clone()
+            .get_account_history(pb::GetAccountHistoryRequest {
+                address: a.to_string(),
+                limit,
+            })
+            .await;
         Ok(r.map_err(|e| self.map(e))?.into_inner().transactions)
     }
 
     /// Committed blocks from `from_height`, replayed then live.
-    pub async fn subscribe(&self, from_height: u64) -> Result<tonic::Streaming<pb::CommittedBlock>, ClientError> {
-        let r = self.raw.clone().subscribe_blocks(pb::SubscribeBlocksRequest { from_height }).await;
+    pub async fn subscribe(
+        &self,
+        from_height: u64,
+    ) -> Result<tonic::Streaming<pb::CommittedBlock>, ClientError> {
+        let r = self
+            .raw
+            .clone()
+            .subscribe_blocks(pb::SubscribeBlocksRequest { from_height })
+            .await;
         Ok(r.map_err(|e| self.map(e))?.into_inner())
     }
 }

@@ -30,7 +30,8 @@ pub enum KeyError {
 impl PublicKey {
     pub fn verify(&self, message: &[u8], sig: &Signature) -> Result<(), KeyError> {
         let vk = self.verifying_key()?;
-        vk.verify(message, &ed25519_dalek::Signature::from_bytes(&sig.0)).map_err(|_| KeyError::BadSignature)
+        vk.verify(message, &ed25519_dalek::Signature::from_bytes(&sig.0))
+            .map_err(|_| KeyError::BadSignature)
     }
     pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
         ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPoint)
@@ -82,7 +83,9 @@ impl Serialize for PublicKey {
 }
 impl<'de> Deserialize<'de> for PublicKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <String as Deserialize>::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        <String as Deserialize>::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 impl Serialize for Signature {
@@ -94,7 +97,9 @@ impl<'de> Deserialize<'de> for Signature {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <String as Deserialize>::deserialize(d)?;
         let b = hex::decode(&s).map_err(serde::de::Error::custom)?;
-        let arr: [u8; 64] = b.try_into().map_err(|_| serde::de::Error::custom("signature must be 64 bytes"))?;
+        let arr: [u8; 64] = b
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("signature must be 64 bytes"))?;
         Ok(Signature(arr))
     }
 }
@@ -112,7 +117,9 @@ impl Keypair {
     }
     pub fn from_secret_hex(s: &str) -> Result<Keypair, KeyError> {
         let b = hex::decode(s.trim()).map_err(|_| KeyError::BadSecretKey("<hidden>".into()))?;
-        let arr: [u8; 32] = b.try_into().map_err(|_| KeyError::BadSecretKey("<hidden>".into()))?;
+        let arr: [u8; 32] = b
+            .try_into()
+            .map_err(|_| KeyError::BadSecretKey("<hidden>".into()))?;
         Ok(Keypair::from_secret(arr))
     }
     pub fn secret_bytes(&self) -> [u8; 32] {
@@ -166,7 +173,12 @@ impl Address {
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{ADDRESS_PREFIX}{}{}", hex::encode(self.0), hex::encode(self.checksum()))
+        write!(
+            f,
+            "{ADDRESS_PREFIX}{}{}",
+            hex::encode(self.0),
+            hex::encode(self.checksum())
+        )
     }
 }
 impl fmt::Debug for Address {
@@ -179,11 +191,14 @@ impl FromStr for Address {
     type Err = AddressError;
     fn from_str(input: &str) -> Result<Self, AddressError> {
         let s = input.trim();
-        let body = s.strip_prefix(ADDRESS_PREFIX).ok_or_else(|| AddressError::Malformed(input.into()))?;
+        let body = s
+            .strip_prefix(ADDRESS_PREFIX)
+            .ok_or_else(|| AddressError::Malformed(input.into()))?;
         if body.len() != 48 {
             return Err(AddressError::Malformed(input.into()));
         }
-        let bytes = hex::decode(body.to_ascii_lowercase()).map_err(|_| AddressError::Malformed(input.into()))?;
+        let bytes = hex::decode(body.to_ascii_lowercase())
+            .map_err(|_| AddressError::Malformed(input.into()))?;
         let mut a = [0u8; 20];
         a.copy_from_slice(&bytes[..20]);
         let addr = Address(a);
@@ -200,15 +215,27 @@ impl Serialize for Address {
 }
 impl<'de> Deserialize<'de> for Address {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <String as Deserialize>::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        <String as Deserialize>::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
 /// Verifies many (message, signature, key) triples at once with ed25519 batch verification.
 /// Returns `Ok` only when all verify.
-pub fn verify_batch(messages: &[&[u8]], sigs: &[Signature], keys: &[PublicKey]) -> Result<(), KeyError> {
-    let sigs: Vec<ed25519_dalek::Signature> = sigs.iter().map(|s| ed25519_dalek::Signature::from_bytes(&s.0)).collect();
-    let keys = keys.iter().map(|k| k.verifying_key()).collect::<Result<Vec<_>, _>>()?;
+pub fn verify_batch(
+    messages: &[&[u8]],
+    sigs: &[Signature],
+    keys: &[PublicKey],
+) -> Result<(), KeyError> {
+    let sigs: Vec<ed25519_dalek::Signature> = sigs
+        .iter()
+        .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
+        .collect();
+    let keys = keys
+        .iter()
+        .map(|k| k.verifying_key())
+        .collect::<Result<Vec<_>, _>>()?;
     ed25519_dalek::verify_batch(messages, &sigs, &keys).map_err(|_| KeyError::BadSignature)
 }
 
@@ -227,8 +254,14 @@ mod tests {
         let mut chars: Vec<char> = s.chars().collect();
         chars[5] = if chars[5] == '0' { '1' } else { '0' };
         let typo: String = chars.into_iter().collect();
-        assert!(matches!(typo.parse::<Address>(), Err(AddressError::BadChecksum(_))));
-        assert!(matches!("xyz".parse::<Address>(), Err(AddressError::Malformed(_))));
+        assert!(matches!(
+            typo.parse::<Address>(),
+            Err(AddressError::BadChecksum(_))
+        ));
+        assert!(matches!(
+            "xyz".parse::<Address>(),
+            Err(AddressError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A 32-byte SHA-256 digest, displayed as lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, BorshSerialize, BorshDeserialize,
+)]
 pub struct Hash(pub [u8; 32]);
 
 impl Hash {
@@ -36,7 +38,8 @@ pub struct HashParseError(pub String);
 impl FromStr for Hash {
     type Err = HashParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = hex::decode(s.trim().trim_start_matches("0x")).map_err(|_| HashParseError(s.into()))?;
+        let bytes =
+            hex::decode(s.trim().trim_start_matches("0x")).map_err(|_| HashParseError(s.into()))?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| HashParseError(s.into()))?;
         Ok(Hash(arr))
     }
@@ -59,7 +62,9 @@ impl Serialize for Hash {
 }
 impl<'de> Deserialize<'de> for Hash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <String as Deserialize>::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        <String as Deserialize>::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -83,7 +88,13 @@ pub fn merkle_root(leaves: &[Hash]) -> Hash {
     while level.len() > 1 {
         level = level
             .chunks(2)
-            .map(|c| if c.len() == 2 { node(&c[0], &c[1]) } else { c[0] })
+            .map(|c| {
+                if c.len() == 2 {
+                    node(&c[0], &c[1])
+                } else {
+                    c[0]
+                }
+            })
             .collect();
     }
     level[0]
@@ -107,11 +118,20 @@ pub fn merkle_proof(leaves: &[Hash], index: usize) -> Option<Vec<ProofStep>> {
     while level.len() > 1 {
         let sib = i ^ 1;
         if sib < level.len() {
-            steps.push(ProofStep { sibling: level[sib], sibling_is_left: sib < i });
+            steps.push(ProofStep {
+                sibling: level[sib],
+                sibling_is_left: sib < i,
+            });
         }
         level = level
             .chunks(2)
-            .map(|c| if c.len() == 2 { node(&c[0], &c[1]) } else { c[0] })
+            .map(|c| {
+                if c.len() == 2 {
+                    node(&c[0], &c[1])
+                } else {
+                    c[0]
+                }
+            })
             .collect();
         i /= 2;
     }
@@ -122,7 +142,11 @@ pub fn merkle_proof(leaves: &[Hash], index: usize) -> Option<Vec<ProofStep>> {
 pub fn verify_merkle_proof(root: &Hash, item: &Hash, proof: &[ProofStep]) -> bool {
     let mut acc = leaf(item);
     for step in proof {
-        acc = if step.sibling_is_left { node(&step.sibling, &acc) } else { node(&acc, &step.sibling) };
+        acc = if step.sibling_is_left {
+            node(&step.sibling, &acc)
+        } else {
+            node(&acc, &step.sibling)
+        };
     }
     &acc == root
 }

@@ -8,7 +8,9 @@ use crate::tx::{JobSpec, Runtime, Serves, ServiceType};
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 pub struct Account {
     pub balance: Amount,
     /// Next nonce this account must use.
@@ -35,7 +37,9 @@ pub struct Listing {
     pub revenue: Amount,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum BidStatus {
     Pending,
@@ -75,7 +79,9 @@ pub struct Bid {
     pub updated_height: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobStatus {
     /// Escrow locked, waiting for the scheduler.
@@ -137,7 +143,9 @@ pub struct AgentRecord {
 }
 
 /// Chain-wide totals used by the supply audit.
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 pub struct Totals {
     pub genesis_supply: Amount,
     pub burned: Amount,
@@ -147,21 +155,74 @@ pub struct Totals {
 /// Something a committed transaction did, for watchers (scheduler, operator, CLI).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub enum Event {
-    Transferred { from: Address, to: Address, amount: Amount },
-    ListingCreated { listing_id: String, owner: Address },
-    ListingUpdated { listing_id: String },
-    ListingClosed { listing_id: String },
-    BidPlaced { bid_id: String, listing_id: String, bidder: Address, amount: Amount },
-    BidAccepted { bid_id: String, listing_id: String },
-    BidRejected { bid_id: String, refunded: Amount },
-    BidCancelled { bid_id: String, refunded: Amount },
-    BidSettled { bid_id: String, provider: Address, paid: Amount, fee_burned: Amount },
-    JobSubmitted { job_id: String, customer: Address, escrow: Amount },
-    JobAssigned { job_id: String, agent_key: PublicKey },
-    ResultReported { job_id: String, success: bool, output_digest: Hash },
-    JobSettled { job_id: String, provider: Address, paid: Amount, fee_burned: Amount },
-    JobRefunded { job_id: String, customer: Address, refunded: Amount },
-    AgentRegistered { agent_key: PublicKey, owner: Address },
+    Transferred {
+        from: Address,
+        to: Address,
+        amount: Amount,
+    },
+    ListingCreated {
+        listing_id: String,
+        owner: Address,
+    },
+    ListingUpdated {
+        listing_id: String,
+    },
+    ListingClosed {
+        listing_id: String,
+    },
+    BidPlaced {
+        bid_id: String,
+        listing_id: String,
+        bidder: Address,
+        amount: Amount,
+    },
+    BidAccepted {
+        bid_id: String,
+        listing_id: String,
+    },
+    BidRejected {
+        bid_id: String,
+        refunded: Amount,
+    },
+    BidCancelled {
+        bid_id: String,
+        refunded: Amount,
+    },
+    BidSettled {
+        bid_id: String,
+        provider: Address,
+        paid: Amount,
+        fee_burned: Amount,
+    },
+    JobSubmitted {
+        job_id: String,
+        customer: Address,
+        escrow: Amount,
+    },
+    JobAssigned {
+        job_id: String,
+        agent_key: PublicKey,
+    },
+    ResultReported {
+        job_id: String,
+        success: bool,
+        output_digest: Hash,
+    },
+    JobSettled {
+        job_id: String,
+        provider: Address,
+        paid: Amount,
+        fee_burned: Amount,
+    },
+    JobRefunded {
+        job_id: String,
+        customer: Address,
+        refunded: Amount,
+    },
+    AgentRegistered {
+        agent_key: PublicKey,
+        owner: Address,
+    },
 }
 
 impl Event {
@@ -239,6 +300,8 @@ pub struct Genesis {
 
 impl Genesis {
     pub fn total_supply(&self) -> Option<Amount> {
-        self.allocations.iter().try_fold(Amount::ZERO, |acc, a| acc.checked_add(a.amount))
+        self.allocations
+            .iter()
+            .try_fold(Amount::ZERO, |acc, a| acc.checked_add(a.amount))
     }
 }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const RECEIPT_SIGNING_DOMAIN: &str = "aitbc/job-receipt/v1";
 
 /// Resources a job used.
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 pub struct Usage {
     pub wall_ms: u64,
     pub gpu_seconds: u64,
@@ -43,7 +45,10 @@ impl JobReceipt {
     }
     pub fn sign(self, key: &Keypair) -> SignedJobReceipt {
         let signature = key.sign(&self.signing_bytes());
-        SignedJobReceipt { receipt: self, signature }
+        SignedJobReceipt {
+            receipt: self,
+            signature,
+        }
     }
 }
 
@@ -56,7 +61,9 @@ pub struct SignedJobReceipt {
 impl SignedJobReceipt {
     /// Checks the signature against the key named in the receipt.
     pub fn verify(&self) -> Result<(), KeyError> {
-        self.receipt.agent_key.verify(&self.receipt.signing_bytes(), &self.signature)
+        self.receipt
+            .agent_key
+            .verify(&self.receipt.signing_bytes(), &self.signature)
     }
 }
 

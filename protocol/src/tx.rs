@@ -13,7 +13,18 @@ pub const TX_SIGNING_DOMAIN: &str = "aitbc/tx/v1";
 /// Largest encoded transaction the chain accepts.
 pub const MAX_TX_BYTES: usize = 64 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServiceType {
     AiInference,
@@ -23,8 +34,12 @@ pub enum ServiceType {
 }
 
 impl ServiceType {
-    pub const ALL: [ServiceType; 4] =
-        [ServiceType::AiInference, ServiceType::AiTraining, ServiceType::GpuRental, ServiceType::DataProcessing];
+    pub const ALL: [ServiceType; 4] = [
+        ServiceType::AiInference,
+        ServiceType::AiTraining,
+        ServiceType::GpuRental,
+        ServiceType::DataProcessing,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceType::AiInference => "ai-inference",
@@ -46,14 +61,18 @@ impl std::str::FromStr for ServiceType {
 
 /// What runs a listing's jobs on an agent: a command (argv), an optional container image, env.
 /// `command` empty means the agent's built-in demo runtime for the listing's type.
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 pub struct Runtime {
     pub command: Vec<String>,
     pub image: String,
     pub env: Vec<(String, String)>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobKind {
     Inference,
@@ -62,7 +81,9 @@ pub enum JobKind {
 
 /// A customer's job request. Inputs larger than a prompt travel off chain; the chain keeps their
 /// SHA-256 so the agent can prove it used them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 pub struct JobSpec {
     pub kind: Option<JobKind>,
     pub prompt: String,
@@ -94,7 +115,10 @@ impl Serves {
 /// Every state change of the chain is one of these.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub enum Action {
-    Transfer { to: Address, amount: Amount },
+    Transfer {
+        to: Address,
+        amount: Amount,
+    },
     CreateListing {
         name: String,
         service_type: ServiceType,
@@ -103,18 +127,36 @@ pub enum Action {
         parameters: Vec<(String, String)>,
         runtime: Runtime,
     },
-    UpdateListing { listing_id: String, price: Option<Amount>, description: Option<String>, runtime: Option<Runtime> },
-    CloseListing { listing_id: String },
+    UpdateListing {
+        listing_id: String,
+        price: Option<Amount>,
+        description: Option<String>,
+        runtime: Option<Runtime>,
+    },
+    CloseListing {
+        listing_id: String,
+    },
     /// Locks `amount` in escrow; rejected below the listing's price.
-    PlaceBid { listing_id: String, amount: Amount },
+    PlaceBid {
+        listing_id: String,
+        amount: Amount,
+    },
     /// Only the listing's owner.
-    AcceptBid { bid_id: String },
+    AcceptBid {
+        bid_id: String,
+    },
     /// Only the listing's owner; refunds the bidder.
-    RejectBid { bid_id: String },
+    RejectBid {
+        bid_id: String,
+    },
     /// Only the bidder, while the bid is pending; refunds.
-    CancelBid { bid_id: String },
+    CancelBid {
+        bid_id: String,
+    },
     /// The bidder releases an accepted bid's escrow to the provider (minus the marketplace fee).
-    SettleBid { bid_id: String },
+    SettleBid {
+        bid_id: String,
+    },
     /// Locks `payment` (or draws on the sender's accepted bid) for a job due within `deadline_blocks`.
     SubmitJob {
         listing_id: Option<String>,
@@ -124,17 +166,32 @@ pub enum Action {
         deadline_blocks: u64,
     },
     /// The customer withdraws a job that has no result yet; refunds.
-    CancelJob { job_id: String },
+    CancelJob {
+        job_id: String,
+    },
     /// Binds an agent key to the sender (the agent's owner wallet).
-    RegisterAgent { agent_key: PublicKey, agent_id: String, serves: Serves },
+    RegisterAgent {
+        agent_key: PublicKey,
+        agent_id: String,
+        serves: Serves,
+    },
     /// A scheduler named in genesis records which agent runs a job (payment can go only there).
-    AssignJob { job_id: String, agent_key: PublicKey },
+    AssignJob {
+        job_id: String,
+        agent_key: PublicKey,
+    },
     /// Anyone may carry the receipt; it must be signed by the job's assigned agent.
-    ReportResult { receipt: SignedJobReceipt },
+    ReportResult {
+        receipt: SignedJobReceipt,
+    },
     /// Releases a succeeded job's escrow to the provider, minus the marketplace fee (burned).
-    SettleJob { job_id: String },
+    SettleJob {
+        job_id: String,
+    },
     /// Returns a failed or expired job's escrow to its customer.
-    RefundJob { job_id: String },
+    RefundJob {
+        job_id: String,
+    },
 }
 
 impl Action {
@@ -182,7 +239,10 @@ impl Transaction {
     }
     pub fn sign(self, key: &Keypair) -> SignedTransaction {
         let signature = key.sign(&self.signing_bytes());
-        SignedTransaction { tx: self, signature }
+        SignedTransaction {
+            tx: self,
+            signature,
+        }
     }
     pub fn sender_address(&self) -> Address {
         self.sender.address()
@@ -219,7 +279,9 @@ impl SignedTransaction {
         Hash::domain("aitbc/tx-hash/v1", &[&self.encode()])
     }
     pub fn verify_signature(&self) -> Result<(), KeyError> {
-        self.tx.sender.verify(&self.tx.signing_bytes(), &self.signature)
+        self.tx
+            .sender
+            .verify(&self.tx.signing_bytes(), &self.signature)
     }
 }
 
@@ -239,7 +301,10 @@ mod tests {
             sender: key.public(),
             nonce: 0,
             fee: Amount(10),
-            action: Action::Transfer { to: Keypair::generate().address(), amount: Amount(5) },
+            action: Action::Transfer {
+                to: Keypair::generate().address(),
+                amount: Amount(5),
+            },
         }
     }
 
@@ -266,8 +331,17 @@ mod tests {
         let k = Keypair::generate();
         let mut bytes = sample(&k).sign(&k).encode();
         bytes.push(0);
-        assert!(matches!(SignedTransaction::decode(&bytes), Err(DecodeError::Malformed(_))));
-        assert!(matches!(SignedTransaction::decode(&[1, 2, 3]), Err(DecodeError::Malformed(_))));
-        assert!(matches!(SignedTransaction::decode(&vec![0; MAX_TX_BYTES + 1]), Err(DecodeError::TooLarge(_))));
+        assert!(matches!(
+            SignedTransaction::decode(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            SignedTransaction::decode(&[1, 2, 3]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            SignedTransaction::decode(&vec![0; MAX_TX_BYTES + 1]),
+            Err(DecodeError::TooLarge(_))
+        ));
     }
 }

@@ -21,7 +21,9 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_stream::StreamExt;
 
 #[derive(Parser, Debug)]
-#[command(about = "Measure the crypto bound and committed tx/s, p50/p99 finality on local validators")]
+#[command(
+    about = "Measure the crypto bound and committed tx/s, p50/p99 finality on local validators"
+)]
 struct Args {
     /// Validator counts to run, e.g. 1,4.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
@@ -57,7 +59,10 @@ fn signed_transfers(n: usize) -> Vec<SignedTransaction> {
                 sender: k.public(),
                 nonce: i as u64,
                 fee: Amount(1000),
-                action: Action::Transfer { to: Keypair::generate().address(), amount: Amount(1) },
+                action: Action::Transfer {
+                    to: Keypair::generate().address(),
+                    amount: Amount(1),
+                },
             }
             .sign(&k)
         })
@@ -70,7 +75,9 @@ fn crypto_bound() -> (f64, f64) {
     let msgs: Vec<Vec<u8>> = txs.iter().map(|t| t.tx.signing_bytes()).collect();
     let start = Instant::now();
     for (t, m) in txs.iter().zip(&msgs) {
-        t.tx.sender.verify(m, &t.signature).expect("valid signature");
+        t.tx.sender
+            .verify(m, &t.signature)
+            .expect("valid signature");
     }
     let single = txs.len() as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
@@ -85,7 +92,9 @@ fn crypto_bound() -> (f64, f64) {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 struct Net {
@@ -109,17 +118,29 @@ fn start_net(bin: &Path, validators: usize, block_time_ms: u64) -> Result<Net> {
     let out = Command::new(bin)
         .args(["init", "--dir"])
         .arg(dir.path())
-        .args(["--validators", &validators.to_string(), "--chain-id", "bench", "--block-time-ms", &block_time_ms.to_string()])
+        .args([
+            "--validators",
+            &validators.to_string(),
+            "--chain-id",
+            "bench",
+            "--block-time-ms",
+            &block_time_ms.to_string(),
+        ])
         .args(["--min-fee", "0.001"])
         .output()
         .with_context(|| format!("cannot run {}", bin.display()))?;
     if !out.status.success() {
         bail!("init failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let ports: Vec<(u16, u16, u16)> = (0..validators).map(|_| Ok((free_port()?, free_port()?, free_port()?))).collect::<Result<_>>()?;
+    let ports: Vec<(u16, u16, u16)> = (0..validators)
+        .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
+        .collect::<Result<_>>()?;
     let mut children = Vec::new();
     for i in 0..validators {
-        let peers: Vec<String> = (0..validators).filter(|j| *j != i).map(|j| format!("127.0.0.1:{}", ports[j].1)).collect();
+        let peers: Vec<String> = (0..validators)
+            .filter(|j| *j != i)
+            .map(|j| format!("127.0.0.1:{}", ports[j].1))
+            .collect();
         let log = std::fs::File::create(dir.path().join(format!("node-{i}.log")))?;
         children.push(
             Command::new(bin)
@@ -143,8 +164,16 @@ fn start_net(bin: &Path, validators: usize, block_time_ms: u64) -> Result<Net> {
     }
     let key = std::fs::read_to_string(dir.path().join("genesis-ops.key"))?;
     let ops = Keypair::from_secret_hex(key.trim())?;
-    let endpoints = ports.iter().map(|p| format!("http://127.0.0.1:{}", p.0)).collect();
-    Ok(Net { _dir: dir, children, endpoints, ops })
+    let endpoints = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{}", p.0))
+        .collect();
+    Ok(Net {
+        _dir: dir,
+        children,
+        endpoints,
+        ops,
+    })
 }
 
 async fn connect_ready(endpoint: &str) -> Result<ChainClient> {
@@ -181,7 +210,12 @@ struct RunResult {
 }
 
 /// Funds `senders` accounts from genesis-ops and returns them with their next nonces.
-async fn fund(c: &ChainClient, ops: &Keypair, senders: usize, chain_id: &str) -> Result<Vec<Keypair>> {
+async fn fund(
+    c: &ChainClient,
+    ops: &Keypair,
+    senders: usize,
+    chain_id: &str,
+) -> Result<Vec<Keypair>> {
     let keys: Vec<Keypair> = (0..senders).map(|_| Keypair::generate()).collect();
     let base = c.account(&ops.address()).await?.pending_nonce;
     let mut last = Hash::ZERO;
@@ -191,7 +225,10 @@ async fn fund(c: &ChainClient, ops: &Keypair, senders: usize, chain_id: &str) ->
             sender: ops.public(),
             nonce: base + i as u64,
             fee: "0.001".parse()?,
-            action: Action::Transfer { to: k.address(), amount: "1000".parse()? },
+            action: Action::Transfer {
+                to: k.address(),
+                amount: "1000".parse()?,
+            },
         }
         .sign(ops);
         last = c.submit(&stx).await?;
@@ -200,7 +237,14 @@ async fn fund(c: &ChainClient, ops: &Keypair, senders: usize, chain_id: &str) ->
     Ok(keys)
 }
 
-async fn run_rate(clients: &[ChainClient], keys: &[Keypair], nonces: &mut [u64], chain_id: &str, rate: u64, secs: u64) -> Result<RunResult> {
+async fn run_rate(
+    clients: &[ChainClient],
+    keys: &[Keypair],
+    nonces: &mut [u64],
+    chain_id: &str,
+    rate: u64,
+    secs: u64,
+) -> Result<RunResult> {
     let total = (rate * secs) as usize;
     // Pre-sign everything so that signing does not count against the node.
     let mut txs = Vec::with_capacity(total);
@@ -211,14 +255,19 @@ async fn run_rate(clients: &[ChainClient], keys: &[Keypair], nonces: &mut [u64],
             sender: keys[s].public(),
             nonce: nonces[s],
             fee: "0.001".parse()?,
-            action: Action::Transfer { to: keys[(s + 1) % keys.len()].address(), amount: Amount(1) },
+            action: Action::Transfer {
+                to: keys[(s + 1) % keys.len()].address(),
+                amount: Amount(1),
+            },
         }
         .sign(&keys[s]);
         nonces[s] += 1;
         txs.push((stx.hash(), stx));
     }
-    let submitted_at: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
-    let committed_at: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let submitted_at: Arc<Mutex<HashMap<Hash, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let committed_at: Arc<Mutex<HashMap<Hash, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(total)));
     let from = clients[0].status().await?.height + 1;
     let mut stream = clients[0].subscribe(from).await?;
     let ca = committed_at.clone();
@@ -277,12 +326,25 @@ async fn run_rate(clients: &[ChainClient], keys: &[Keypair], nonces: &mut [u64],
     watcher.abort();
     let sub = submitted_at.lock().await;
     let com = committed_at.lock().await;
-    let mut lat: Vec<f64> = sub.iter().filter_map(|(h, t)| com.get(h).map(|c| c.duration_since(*t).as_secs_f64() * 1000.0)).collect();
+    let mut lat: Vec<f64> = sub
+        .iter()
+        .filter_map(|(h, t)| {
+            com.get(h)
+                .map(|c| c.duration_since(*t).as_secs_f64() * 1000.0)
+        })
+        .collect();
     lat.sort_by(|a, b| a.total_cmp(b));
     let last_commit = com.values().max().copied().unwrap_or(start);
     let committed = lat.len();
     let tps = committed as f64 / last_commit.duration_since(start).as_secs_f64().max(1e-9);
-    Ok(RunResult { offered: rate, submitted, committed, tps, p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99) })
+    Ok(RunResult {
+        offered: rate,
+        submitted,
+        committed,
+        tps,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+    })
 }
 
 #[tokio::main]
@@ -298,7 +360,10 @@ async fn main() -> Result<()> {
         None => std::env::current_exe()?.with_file_name("aitbc-node"),
     };
     if !bin.exists() {
-        bail!("{} not found; run `cargo build --release -p aitbc-node --bins` first", bin.display());
+        bail!(
+            "{} not found; run `cargo build --release -p aitbc-node --bins` first",
+            bin.display()
+        );
     }
     for &v in &args.validators {
         let mut net = start_net(&bin, v, args.block_time_ms)?;
@@ -311,7 +376,9 @@ async fn main() -> Result<()> {
             match connect_ready(e).await {
                 Ok(c) => clients.push(c),
                 Err(err) => {
-                    let log = std::fs::read_to_string(net._dir.path().join(format!("node-{i}.log"))).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(net._dir.path().join(format!("node-{i}.log")))
+                            .unwrap_or_default();
                     bail!("{err}\nnode log:\n{log}");
                 }
             }
@@ -319,16 +386,36 @@ async fn main() -> Result<()> {
         let chain_id = clients[0].status().await?.chain_id;
         let keys = fund(&clients[0], &net.ops, args.senders, &chain_id).await?;
         let mut nonces = vec![0u64; keys.len()];
-        let bound = if v == 1 { batch } else { 2.0 * batch / v as f64 };
+        let bound = if v == 1 {
+            batch
+        } else {
+            2.0 * batch / v as f64
+        };
         println!();
-        println!("validators: {v}  block time: {} ms  crypto bound: {bound:.0} tx/s ({})", args.block_time_ms,
-            if v == 1 { "1 core x batch rate" } else { "2 cores x batch rate / validators" });
-        println!("{:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9}", "offered", "submitted", "committed", "tx/s", "of bound", "p50 ms", "p99 ms");
+        println!(
+            "validators: {v}  block time: {} ms  crypto bound: {bound:.0} tx/s ({})",
+            args.block_time_ms,
+            if v == 1 {
+                "1 core x batch rate"
+            } else {
+                "2 cores x batch rate / validators"
+            }
+        );
+        println!(
+            "{:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9}",
+            "offered", "submitted", "committed", "tx/s", "of bound", "p50 ms", "p99 ms"
+        );
         for &rate in &args.rates {
             let r = run_rate(&clients, &keys, &mut nonces, &chain_id, rate, args.duration).await?;
             println!(
                 "{:>9} {:>9} {:>9} {:>11.0} {:>8.1}% {:>9.1} {:>9.1}",
-                r.offered, r.submitted, r.committed, r.tps, 100.0 * r.tps / bound, r.p50_ms, r.p99_ms
+                r.offered,
+                r.submitted,
+                r.committed,
+                r.tps,
+                100.0 * r.tps / bound,
+                r.p50_ms,
+                r.p99_ms
             );
             // Resync nonces with the chain (rejected submissions leave gaps).
             for (k, n) in keys.iter().zip(nonces.iter_mut()) {

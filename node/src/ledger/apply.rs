@@ -70,7 +70,6 @@ pub struct BlockContext<'p> {
     pub verified: Option<&'p (dyn Fn(&Hash) -> bool + Sync)>,
 }
 
-
 /// Result of applying a block.
 #[derive(Debug)]
 pub struct BlockOutcome {
@@ -101,8 +100,16 @@ pub fn apply_block<S: StateRead + ?Sized>(
     let prev_root: Hash = ov.read(keys::STATE_ROOT)?.unwrap_or_default();
     let mut writes = ov.into_writes();
     let state_root = next_state_root(&prev_root, ctx.height, &writes);
-    writes.insert(keys::STATE_ROOT.to_vec(), Some(borsh::to_vec(&state_root).expect("encode hash")));
-    Ok(BlockOutcome { writes, receipts, tx_root, state_root })
+    writes.insert(
+        keys::STATE_ROOT.to_vec(),
+        Some(borsh::to_vec(&state_root).expect("encode hash")),
+    );
+    Ok(BlockOutcome {
+        writes,
+        receipts,
+        tx_root,
+        state_root,
+    })
 }
 
 /// The state root chains every block's writes: `H(prev_root, height, H(writes in key order))`.
@@ -124,13 +131,22 @@ pub fn next_state_root(prev: &Hash, height: u64, writes: &Writes) -> Hash {
         }
     }
     let writes_hash: [u8; 32] = h.finalize().into();
-    Hash::domain("aitbc/state-root/v1", &[&prev.0, &height.to_le_bytes(), &writes_hash])
+    Hash::domain(
+        "aitbc/state-root/v1",
+        &[&prev.0, &height.to_le_bytes(), &writes_hash],
+    )
 }
 
 /// Batch-verifies all signatures; falls back to one-by-one only when the batch fails, to find
 /// which transactions are bad.
-fn verify_signatures(txs: &[SignedTransaction], hashes: &[Hash], verified: Option<&(dyn Fn(&Hash) -> bool + Sync)>) -> Vec<bool> {
-    let todo: Vec<usize> = (0..txs.len()).filter(|&i| !verified.is_some_and(|v| v(&hashes[i]))).collect();
+fn verify_signatures(
+    txs: &[SignedTransaction],
+    hashes: &[Hash],
+    verified: Option<&(dyn Fn(&Hash) -> bool + Sync)>,
+) -> Vec<bool> {
+    let todo: Vec<usize> = (0..txs.len())
+        .filter(|&i| !verified.is_some_and(|v| v(&hashes[i])))
+        .collect();
     let mut ok = vec![true; txs.len()];
     if todo.is_empty() {
         return ok;
@@ -151,10 +167,16 @@ fn verify_signatures(txs: &[SignedTransaction], hashes: &[Hash], verified: Optio
 /// Checks that do not need the state: signature and chain id. Used by the mempool too.
 pub fn check_stateless(stx: &SignedTransaction, params: &ChainParams) -> Result<(), TxError> {
     if stx.tx.chain_id != params.chain_id {
-        return Err(TxError::WrongChain { expected: params.chain_id.clone(), got: stx.tx.chain_id.clone() });
+        return Err(TxError::WrongChain {
+            expected: params.chain_id.clone(),
+            got: stx.tx.chain_id.clone(),
+        });
     }
     if stx.tx.fee < params.min_fee {
-        return Err(TxError::FeeTooLow { min: params.min_fee, got: stx.tx.fee });
+        return Err(TxError::FeeTooLow {
+            min: params.min_fee,
+            got: stx.tx.fee,
+        });
     }
     stx.verify_signature().map_err(|_| TxError::BadSignature)
 }
@@ -181,21 +203,36 @@ fn apply_tx<S: StateRead + ?Sized>(
         return Ok(reject(TxError::BadSignature));
     }
     if tx.chain_id != ctx.params.chain_id {
-        return Ok(reject(TxError::WrongChain { expected: ctx.params.chain_id.clone(), got: tx.chain_id.clone() }));
+        return Ok(reject(TxError::WrongChain {
+            expected: ctx.params.chain_id.clone(),
+            got: tx.chain_id.clone(),
+        }));
     }
     if tx.fee < ctx.params.min_fee {
-        return Ok(reject(TxError::FeeTooLow { min: ctx.params.min_fee, got: tx.fee }));
+        return Ok(reject(TxError::FeeTooLow {
+            min: ctx.params.min_fee,
+            got: tx.fee,
+        }));
     }
     let sender = tx.sender_address();
     let mut acct = ov.account(&sender)?;
     if tx.nonce < acct.nonce {
-        return Ok(reject(TxError::StaleNonce { expected: acct.nonce, got: tx.nonce }));
+        return Ok(reject(TxError::StaleNonce {
+            expected: acct.nonce,
+            got: tx.nonce,
+        }));
     }
     if tx.nonce > acct.nonce {
-        return Ok(reject(TxError::FutureNonce { expected: acct.nonce, got: tx.nonce }));
+        return Ok(reject(TxError::FutureNonce {
+            expected: acct.nonce,
+            got: tx.nonce,
+        }));
     }
     let Some(after_fee) = acct.balance.checked_sub(tx.fee) else {
-        return Ok(reject(TxError::InsufficientFunds { balance: acct.balance, needed: tx.fee }));
+        return Ok(reject(TxError::InsufficientFunds {
+            balance: acct.balance,
+            needed: tx.fee,
+        }));
     };
     // The fee is paid and the nonce used whatever the action's outcome.
     acct.balance = after_fee;
@@ -203,14 +240,23 @@ fn apply_tx<S: StateRead + ?Sized>(
     ov.put_account(&sender, &acct);
     let proposer = ctx.proposer.address();
     let mut prop_acct = ov.account(&proposer)?;
-    prop_acct.balance = prop_acct.balance.checked_add(tx.fee).ok_or_else(|| CorruptState {
-        key: "proposer balance".into(),
-        reason: "overflow".into(),
-    })?;
+    prop_acct.balance = prop_acct
+        .balance
+        .checked_add(tx.fee)
+        .ok_or_else(|| CorruptState {
+            key: "proposer balance".into(),
+            reason: "overflow".into(),
+        })?;
     ov.put_account(&proposer, &prop_acct);
 
     let checkpoint = ov.checkpoint();
-    let mut ex = Exec { ov, ctx, sender, hash, events: Vec::new() };
+    let mut ex = Exec {
+        ov,
+        ctx,
+        sender,
+        hash,
+        events: Vec::new(),
+    };
     let result = ex.action(&tx.action);
     let events = std::mem::take(&mut ex.events);
     let error = match result {
@@ -218,7 +264,12 @@ fn apply_tx<S: StateRead + ?Sized>(
             ov.commit(checkpoint);
             None
         }
-        Err(TxError::Corrupt(reason)) => return Err(CorruptState { key: "during apply".into(), reason }),
+        Err(TxError::Corrupt(reason)) => {
+            return Err(CorruptState {
+                key: "during apply".into(),
+                reason,
+            })
+        }
         Err(e) => {
             ov.rollback(checkpoint);
             Some(e.to_string())
@@ -235,12 +286,18 @@ fn apply_tx<S: StateRead + ?Sized>(
 }
 
 /// Writes `h/ADDRESS…` entries for the sender and every account an event names.
-fn index_history<S: StateRead + ?Sized>(ov: &mut Overlay<'_, S>, stx: &SignedTransaction, r: &TxReceipt) {
+fn index_history<S: StateRead + ?Sized>(
+    ov: &mut Overlay<'_, S>,
+    stx: &SignedTransaction,
+    r: &TxReceipt,
+) {
     let mut who: Vec<Address> = vec![stx.tx.sender_address()];
     for e in &r.events {
         match e {
             Event::Transferred { to, .. } => who.push(*to),
-            Event::BidSettled { provider, .. } | Event::JobSettled { provider, .. } => who.push(*provider),
+            Event::BidSettled { provider, .. } | Event::JobSettled { provider, .. } => {
+                who.push(*provider)
+            }
             Event::JobRefunded { customer, .. } => who.push(*customer),
             _ => {}
         }
@@ -281,13 +338,30 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
     fn action(&mut self, action: &Action) -> Result<(), TxError> {
         match action {
             Action::Transfer { to, amount } => self.transfer(*to, *amount),
-            Action::CreateListing { name, service_type, price, description, parameters, runtime } => {
-                ensure(!name.trim().is_empty() && name.len() <= MAX_NAME, || invalid("listing name must be 1-128 characters"))?;
-                ensure(description.len() <= MAX_TEXT, || invalid("description is longer than 4096 bytes"))?;
-                ensure(parameters.len() <= MAX_PARAMS, || invalid("more than 32 parameters"))?;
-                ensure(!price.is_zero(), || invalid("price must be greater than zero"))?;
+            Action::CreateListing {
+                name,
+                service_type,
+                price,
+                description,
+                parameters,
+                runtime,
+            } => {
+                ensure(!name.trim().is_empty() && name.len() <= MAX_NAME, || {
+                    invalid("listing name must be 1-128 characters")
+                })?;
+                ensure(description.len() <= MAX_TEXT, || {
+                    invalid("description is longer than 4096 bytes")
+                })?;
+                ensure(parameters.len() <= MAX_PARAMS, || {
+                    invalid("more than 32 parameters")
+                })?;
+                ensure(!price.is_zero(), || {
+                    invalid("price must be greater than zero")
+                })?;
                 let id = object_id("svc", &self.hash);
-                ensure(self.ov.listing(&id)?.is_none(), || TxError::WrongState(format!("listing {id} exists")))?;
+                ensure(self.ov.listing(&id)?.is_none(), || {
+                    TxError::WrongState(format!("listing {id} exists"))
+                })?;
                 self.ov.put_listing(&Listing {
                     id: id.clone(),
                     owner: self.sender,
@@ -303,10 +377,18 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                     jobs: 0,
                     revenue: Amount::ZERO,
                 });
-                self.events.push(Event::ListingCreated { listing_id: id, owner: self.sender });
+                self.events.push(Event::ListingCreated {
+                    listing_id: id,
+                    owner: self.sender,
+                });
                 Ok(())
             }
-            Action::UpdateListing { listing_id, price, description, runtime } => {
+            Action::UpdateListing {
+                listing_id,
+                price,
+                description,
+                runtime,
+            } => {
                 let mut l = self.owned_listing(listing_id)?;
                 ensure(l.active, || TxError::ListingClosed(listing_id.clone()))?;
                 if let Some(p) = price {
@@ -314,14 +396,18 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                     l.price = *p;
                 }
                 if let Some(d) = description {
-                    ensure(d.len() <= MAX_TEXT, || invalid("description is longer than 4096 bytes"))?;
+                    ensure(d.len() <= MAX_TEXT, || {
+                        invalid("description is longer than 4096 bytes")
+                    })?;
                     l.description = d.clone();
                 }
                 if let Some(r) = runtime {
                     l.runtime = r.clone();
                 }
                 self.ov.put_listing(&l);
-                self.events.push(Event::ListingUpdated { listing_id: listing_id.clone() });
+                self.events.push(Event::ListingUpdated {
+                    listing_id: listing_id.clone(),
+                });
                 Ok(())
             }
             Action::CloseListing { listing_id } => {
@@ -329,57 +415,93 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                 ensure(l.active, || TxError::ListingClosed(listing_id.clone()))?;
                 l.active = false;
                 self.ov.put_listing(&l);
-                self.events.push(Event::ListingClosed { listing_id: listing_id.clone() });
+                self.events.push(Event::ListingClosed {
+                    listing_id: listing_id.clone(),
+                });
                 Ok(())
             }
             Action::PlaceBid { listing_id, amount } => self.place_bid(listing_id, *amount),
             Action::AcceptBid { bid_id } => {
                 let (mut bid, l) = self.bid_and_listing(bid_id)?;
                 ensure(l.owner == self.sender, || {
-                    TxError::NotAllowed(format!("only the listing's owner {} may accept bid {bid_id}", l.owner))
+                    TxError::NotAllowed(format!(
+                        "only the listing's owner {} may accept bid {bid_id}",
+                        l.owner
+                    ))
                 })?;
                 ensure(bid.status == BidStatus::Pending, || {
-                    TxError::WrongState(format!("bid {bid_id} is {}, not pending", bid.status.as_str()))
+                    TxError::WrongState(format!(
+                        "bid {bid_id} is {}, not pending",
+                        bid.status.as_str()
+                    ))
                 })?;
                 bid.status = BidStatus::Accepted;
                 bid.updated_height = self.ctx.height;
                 self.ov.put_bid(&bid);
-                self.events.push(Event::BidAccepted { bid_id: bid_id.clone(), listing_id: l.id });
+                self.events.push(Event::BidAccepted {
+                    bid_id: bid_id.clone(),
+                    listing_id: l.id,
+                });
                 Ok(())
             }
             Action::RejectBid { bid_id } => {
                 let (mut bid, l) = self.bid_and_listing(bid_id)?;
                 ensure(l.owner == self.sender, || {
-                    TxError::NotAllowed(format!("only the listing's owner {} may reject bid {bid_id}", l.owner))
+                    TxError::NotAllowed(format!(
+                        "only the listing's owner {} may reject bid {bid_id}",
+                        l.owner
+                    ))
                 })?;
                 ensure(bid.status == BidStatus::Pending, || {
-                    TxError::WrongState(format!("bid {bid_id} is {}, not pending", bid.status.as_str()))
+                    TxError::WrongState(format!(
+                        "bid {bid_id} is {}, not pending",
+                        bid.status.as_str()
+                    ))
                 })?;
                 self.release(&bid.bidder, bid.amount)?;
                 bid.status = BidStatus::Rejected;
                 bid.updated_height = self.ctx.height;
                 self.ov.put_bid(&bid);
-                self.events.push(Event::BidRejected { bid_id: bid_id.clone(), refunded: bid.amount });
+                self.events.push(Event::BidRejected {
+                    bid_id: bid_id.clone(),
+                    refunded: bid.amount,
+                });
                 Ok(())
             }
             Action::CancelBid { bid_id } => {
-                let mut bid = self.ov.bid(bid_id)?.ok_or_else(|| TxError::UnknownBid(bid_id.clone()))?;
-                ensure(bid.bidder == self.sender, || TxError::NotAllowed(format!("only the bidder may cancel bid {bid_id}")))?;
+                let mut bid = self
+                    .ov
+                    .bid(bid_id)?
+                    .ok_or_else(|| TxError::UnknownBid(bid_id.clone()))?;
+                ensure(bid.bidder == self.sender, || {
+                    TxError::NotAllowed(format!("only the bidder may cancel bid {bid_id}"))
+                })?;
                 ensure(bid.status == BidStatus::Pending, || {
-                    TxError::WrongState(format!("bid {bid_id} is {}; only a pending bid can be cancelled", bid.status.as_str()))
+                    TxError::WrongState(format!(
+                        "bid {bid_id} is {}; only a pending bid can be cancelled",
+                        bid.status.as_str()
+                    ))
                 })?;
                 self.release(&bid.bidder, bid.amount)?;
                 bid.status = BidStatus::Cancelled;
                 bid.updated_height = self.ctx.height;
                 self.ov.put_bid(&bid);
-                self.events.push(Event::BidCancelled { bid_id: bid_id.clone(), refunded: bid.amount });
+                self.events.push(Event::BidCancelled {
+                    bid_id: bid_id.clone(),
+                    refunded: bid.amount,
+                });
                 Ok(())
             }
             Action::SettleBid { bid_id } => {
                 let (mut bid, mut l) = self.bid_and_listing(bid_id)?;
-                ensure(bid.bidder == self.sender, || TxError::NotAllowed(format!("only the bidder may settle bid {bid_id}")))?;
+                ensure(bid.bidder == self.sender, || {
+                    TxError::NotAllowed(format!("only the bidder may settle bid {bid_id}"))
+                })?;
                 ensure(bid.status == BidStatus::Accepted, || {
-                    TxError::WrongState(format!("bid {bid_id} is {}; only an accepted bid can be settled", bid.status.as_str()))
+                    TxError::WrongState(format!(
+                        "bid {bid_id} is {}; only an accepted bid can be settled",
+                        bid.status.as_str()
+                    ))
                 })?;
                 let (paid, fee) = self.pay_from_escrow(&bid.bidder, &l.owner, bid.amount)?;
                 bid.status = BidStatus::Settled;
@@ -387,26 +509,61 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                 self.ov.put_bid(&bid);
                 l.revenue = l.revenue.checked_add(paid).ok_or(TxError::Overflow)?;
                 self.ov.put_listing(&l);
-                self.events.push(Event::BidSettled { bid_id: bid_id.clone(), provider: l.owner, paid, fee_burned: fee });
+                self.events.push(Event::BidSettled {
+                    bid_id: bid_id.clone(),
+                    provider: l.owner,
+                    paid,
+                    fee_burned: fee,
+                });
                 Ok(())
             }
-            Action::SubmitJob { listing_id, bid_id, payment, spec, deadline_blocks } => {
-                self.submit_job(listing_id.as_deref(), bid_id.as_deref(), *payment, spec, *deadline_blocks)
-            }
+            Action::SubmitJob {
+                listing_id,
+                bid_id,
+                payment,
+                spec,
+                deadline_blocks,
+            } => self.submit_job(
+                listing_id.as_deref(),
+                bid_id.as_deref(),
+                *payment,
+                spec,
+                *deadline_blocks,
+            ),
             Action::CancelJob { job_id } => {
                 let mut job = self.job(job_id)?;
-                ensure(job.customer == self.sender, || TxError::NotAllowed(format!("only the customer may cancel job {job_id}")))?;
-                ensure(matches!(job.status, JobStatus::Pending | JobStatus::Assigned), || {
-                    TxError::WrongState(format!("job {job_id} is {}; only a pending or assigned job can be cancelled", job.status.as_str()))
+                ensure(job.customer == self.sender, || {
+                    TxError::NotAllowed(format!("only the customer may cancel job {job_id}"))
                 })?;
+                ensure(
+                    matches!(job.status, JobStatus::Pending | JobStatus::Assigned),
+                    || {
+                        TxError::WrongState(format!(
+                            "job {job_id} is {}; only a pending or assigned job can be cancelled",
+                            job.status.as_str()
+                        ))
+                    },
+                )?;
                 self.refund_job(&mut job)
             }
-            Action::RegisterAgent { agent_key, agent_id, serves } => {
-                ensure(!agent_id.trim().is_empty() && agent_id.len() <= MAX_NAME, || invalid("agent id must be 1-128 characters"))?;
-                agent_key.verifying_key().map_err(|_| invalid("agent key is not a valid ed25519 key"))?;
+            Action::RegisterAgent {
+                agent_key,
+                agent_id,
+                serves,
+            } => {
+                ensure(
+                    !agent_id.trim().is_empty() && agent_id.len() <= MAX_NAME,
+                    || invalid("agent id must be 1-128 characters"),
+                )?;
+                agent_key
+                    .verifying_key()
+                    .map_err(|_| invalid("agent key is not a valid ed25519 key"))?;
                 if let Some(existing) = self.ov.agent(agent_key)? {
                     ensure(existing.owner == self.sender, || {
-                        TxError::NotAllowed(format!("agent key {agent_key} is registered to {}", existing.owner))
+                        TxError::NotAllowed(format!(
+                            "agent key {agent_key} is registered to {}",
+                            existing.owner
+                        ))
                     })?;
                 }
                 self.ov.put_agent(&AgentRecord {
@@ -416,7 +573,10 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                     serves: serves.clone(),
                     registered_height: self.ctx.height,
                 });
-                self.events.push(Event::AgentRegistered { agent_key: *agent_key, owner: self.sender });
+                self.events.push(Event::AgentRegistered {
+                    agent_key: *agent_key,
+                    owner: self.sender,
+                });
                 Ok(())
             }
             Action::AssignJob { job_id, agent_key } => {
@@ -424,18 +584,36 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                     TxError::NotAllowed(format!("{} is not a scheduler of this chain", self.sender))
                 })?;
                 let mut job = self.job(job_id)?;
-                ensure(matches!(job.status, JobStatus::Pending | JobStatus::Assigned), || {
-                    TxError::WrongState(format!("job {job_id} is {}; only a pending or assigned job can be assigned", job.status.as_str()))
-                })?;
+                ensure(
+                    matches!(job.status, JobStatus::Pending | JobStatus::Assigned),
+                    || {
+                        TxError::WrongState(format!(
+                            "job {job_id} is {}; only a pending or assigned job can be assigned",
+                            job.status.as_str()
+                        ))
+                    },
+                )?;
                 ensure(self.ctx.height <= job.deadline_height, || {
-                    TxError::WrongState(format!("job {job_id} expired at height {}", job.deadline_height))
+                    TxError::WrongState(format!(
+                        "job {job_id} expired at height {}",
+                        job.deadline_height
+                    ))
                 })?;
-                let agent = self.ov.agent(agent_key)?.ok_or(TxError::UnknownAgent(*agent_key))?;
+                let agent = self
+                    .ov
+                    .agent(agent_key)?
+                    .ok_or(TxError::UnknownAgent(*agent_key))?;
                 let provider = match &job.listing_id {
                     Some(lid) => {
-                        let l = self.ov.listing(lid)?.ok_or_else(|| TxError::UnknownListing(lid.clone()))?;
+                        let l = self
+                            .ov
+                            .listing(lid)?
+                            .ok_or_else(|| TxError::UnknownListing(lid.clone()))?;
                         ensure(agent.serves.serves(&l.owner), || {
-                            TxError::NotAllowed(format!("agent {} does not serve provider {}", agent.agent_id, l.owner))
+                            TxError::NotAllowed(format!(
+                                "agent {} does not serve provider {}",
+                                agent.agent_id, l.owner
+                            ))
                         })?;
                         l.owner
                     }
@@ -447,35 +625,63 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                 job.assignments += 1;
                 job.updated_height = self.ctx.height;
                 self.ov.put_job(&job);
-                self.events.push(Event::JobAssigned { job_id: job_id.clone(), agent_key: *agent_key });
+                self.events.push(Event::JobAssigned {
+                    job_id: job_id.clone(),
+                    agent_key: *agent_key,
+                });
                 Ok(())
             }
             Action::ReportResult { receipt } => {
                 let r = &receipt.receipt;
-                receipt.verify().map_err(|_| invalid("result receipt signature does not verify"))?;
+                receipt
+                    .verify()
+                    .map_err(|_| invalid("result receipt signature does not verify"))?;
                 ensure(r.chain_id == self.ctx.params.chain_id, || {
-                    TxError::WrongChain { expected: self.ctx.params.chain_id.clone(), got: r.chain_id.clone() }
+                    TxError::WrongChain {
+                        expected: self.ctx.params.chain_id.clone(),
+                        got: r.chain_id.clone(),
+                    }
                 })?;
                 let mut job = self.job(&r.job_id)?;
                 ensure(job.status == JobStatus::Assigned, || {
-                    TxError::WrongState(format!("job {} is {}; results are accepted only for an assigned job", job.id, job.status.as_str()))
+                    TxError::WrongState(format!(
+                        "job {} is {}; results are accepted only for an assigned job",
+                        job.id,
+                        job.status.as_str()
+                    ))
                 })?;
                 ensure(job.assigned_agent == Some(r.agent_key), || {
-                    TxError::NotAllowed(format!("result signed by agent {} but job {} is assigned to another agent", r.agent_key, job.id))
+                    TxError::NotAllowed(format!(
+                        "result signed by agent {} but job {} is assigned to another agent",
+                        r.agent_key, job.id
+                    ))
                 })?;
-                job.status = if r.success { JobStatus::Succeeded } else { JobStatus::Failed };
+                job.status = if r.success {
+                    JobStatus::Succeeded
+                } else {
+                    JobStatus::Failed
+                };
                 job.result = Some(receipt.clone());
                 job.updated_height = self.ctx.height;
                 self.ov.put_job(&job);
-                self.events.push(Event::ResultReported { job_id: job.id, success: r.success, output_digest: r.output_digest });
+                self.events.push(Event::ResultReported {
+                    job_id: job.id,
+                    success: r.success,
+                    output_digest: r.output_digest,
+                });
                 Ok(())
             }
             Action::SettleJob { job_id } => {
                 let mut job = self.job(job_id)?;
                 ensure(job.status == JobStatus::Succeeded, || {
-                    TxError::WrongState(format!("job {job_id} is {}; only a succeeded job can be settled", job.status.as_str()))
+                    TxError::WrongState(format!(
+                        "job {job_id} is {}; only a succeeded job can be settled",
+                        job.status.as_str()
+                    ))
                 })?;
-                let provider = job.provider.ok_or_else(|| TxError::Corrupt(format!("job {job_id} succeeded without provider")))?;
+                let provider = job.provider.ok_or_else(|| {
+                    TxError::Corrupt(format!("job {job_id} succeeded without provider"))
+                })?;
                 let (paid, fee) = self.pay_from_escrow(&job.customer, &provider, job.escrow)?;
                 if let Some(lid) = &job.listing_id {
                     if let Some(mut l) = self.ov.listing(lid)? {
@@ -487,12 +693,18 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                 job.fee_burned = fee;
                 job.updated_height = self.ctx.height;
                 self.ov.put_job(&job);
-                self.events.push(Event::JobSettled { job_id: job_id.clone(), provider, paid, fee_burned: fee });
+                self.events.push(Event::JobSettled {
+                    job_id: job_id.clone(),
+                    provider,
+                    paid,
+                    fee_burned: fee,
+                });
                 Ok(())
             }
             Action::RefundJob { job_id } => {
                 let mut job = self.job(job_id)?;
-                let expired = matches!(job.status, JobStatus::Pending | JobStatus::Assigned) && self.ctx.height > job.deadline_height;
+                let expired = matches!(job.status, JobStatus::Pending | JobStatus::Assigned)
+                    && self.ctx.height > job.deadline_height;
                 ensure(job.status == JobStatus::Failed || expired, || {
                     TxError::WrongState(format!(
                         "job {job_id} is {} (deadline height {}); only a failed or expired job can be refunded",
@@ -506,27 +718,46 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
     }
 
     fn transfer(&mut self, to: Address, amount: Amount) -> Result<(), TxError> {
-        ensure(!amount.is_zero(), || invalid("transfer amount must be greater than zero"))?;
+        ensure(!amount.is_zero(), || {
+            invalid("transfer amount must be greater than zero")
+        })?;
         let mut from = self.ov.account(&self.sender)?;
         from.balance = from
             .balance
             .checked_sub(amount)
-            .ok_or(TxError::InsufficientFunds { balance: from.balance, needed: amount })?;
+            .ok_or(TxError::InsufficientFunds {
+                balance: from.balance,
+                needed: amount,
+            })?;
         self.ov.put_account(&self.sender, &from);
         let mut dest = self.ov.account(&to)?;
         dest.balance = dest.balance.checked_add(amount).ok_or(TxError::Overflow)?;
         self.ov.put_account(&to, &dest);
-        self.events.push(Event::Transferred { from: self.sender, to, amount });
+        self.events.push(Event::Transferred {
+            from: self.sender,
+            to,
+            amount,
+        });
         Ok(())
     }
 
     fn place_bid(&mut self, listing_id: &str, amount: Amount) -> Result<(), TxError> {
-        let mut l = self.ov.listing(listing_id)?.ok_or_else(|| TxError::UnknownListing(listing_id.into()))?;
+        let mut l = self
+            .ov
+            .listing(listing_id)?
+            .ok_or_else(|| TxError::UnknownListing(listing_id.into()))?;
         ensure(l.active, || TxError::ListingClosed(listing_id.into()))?;
-        ensure(amount >= l.price, || TxError::BidBelowPrice { bid: amount, price: l.price })?;
-        ensure(l.owner != self.sender, || TxError::NotAllowed("a provider cannot bid on its own listing".into()))?;
+        ensure(amount >= l.price, || TxError::BidBelowPrice {
+            bid: amount,
+            price: l.price,
+        })?;
+        ensure(l.owner != self.sender, || {
+            TxError::NotAllowed("a provider cannot bid on its own listing".into())
+        })?;
         let id = object_id("bid", &self.hash);
-        ensure(self.ov.bid(&id)?.is_none(), || TxError::WrongState(format!("bid {id} exists")))?;
+        ensure(self.ov.bid(&id)?.is_none(), || {
+            TxError::WrongState(format!("bid {id} exists"))
+        })?;
         self.lock(&self.sender.clone(), amount)?;
         l.bids += 1;
         self.ov.put_listing(&l);
@@ -539,7 +770,12 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
             created_height: self.ctx.height,
             updated_height: self.ctx.height,
         });
-        self.events.push(Event::BidPlaced { bid_id: id, listing_id: listing_id.into(), bidder: self.sender, amount });
+        self.events.push(Event::BidPlaced {
+            bid_id: id,
+            listing_id: listing_id.into(),
+            bidder: self.sender,
+            amount,
+        });
         Ok(())
     }
 
@@ -551,20 +787,36 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
         spec: &aitbc_protocol::tx::JobSpec,
         deadline_blocks: u64,
     ) -> Result<(), TxError> {
-        ensure(spec.gpus <= MAX_GPUS, || invalid("a job may ask for at most 64 GPUs"))?;
-        ensure(spec.prompt.len() <= MAX_TEXT && spec.model.len() <= MAX_NAME, || invalid("prompt or model name too long"))?;
-        ensure(spec.params.len() <= MAX_PARAMS, || invalid("more than 32 job parameters"))?;
+        ensure(spec.gpus <= MAX_GPUS, || {
+            invalid("a job may ask for at most 64 GPUs")
+        })?;
+        ensure(
+            spec.prompt.len() <= MAX_TEXT && spec.model.len() <= MAX_NAME,
+            || invalid("prompt or model name too long"),
+        )?;
+        ensure(spec.params.len() <= MAX_PARAMS, || {
+            invalid("more than 32 job parameters")
+        })?;
         let id = object_id("job", &self.hash);
-        ensure(self.ov.job(&id)?.is_none(), || TxError::WrongState(format!("job {id} exists")))?;
+        ensure(self.ov.job(&id)?.is_none(), || {
+            TxError::WrongState(format!("job {id} exists"))
+        })?;
         let (listing_id, escrow) = match bid_id {
             Some(bid_id) => {
                 let (mut bid, l) = self.bid_and_listing(bid_id)?;
-                ensure(bid.bidder == self.sender, || TxError::NotAllowed(format!("bid {bid_id} belongs to another customer")))?;
+                ensure(bid.bidder == self.sender, || {
+                    TxError::NotAllowed(format!("bid {bid_id} belongs to another customer"))
+                })?;
                 ensure(bid.status == BidStatus::Accepted, || {
-                    TxError::WrongState(format!("bid {bid_id} is {}; a job can draw only on an accepted bid", bid.status.as_str()))
+                    TxError::WrongState(format!(
+                        "bid {bid_id} is {}; a job can draw only on an accepted bid",
+                        bid.status.as_str()
+                    ))
                 })?;
                 if let Some(lid) = listing_id {
-                    ensure(lid == l.id, || invalid("the bid belongs to another listing"))?;
+                    ensure(lid == l.id, || {
+                        invalid("the bid belongs to another listing")
+                    })?;
                 }
                 ensure(payment.is_zero() || payment == bid.amount, || {
                     invalid("payment must be omitted or equal to the bid's amount when drawing on a bid")
@@ -576,11 +828,19 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                 (Some(l.id), bid.amount)
             }
             None => {
-                ensure(!payment.is_zero(), || invalid("payment must be greater than zero"))?;
+                ensure(!payment.is_zero(), || {
+                    invalid("payment must be greater than zero")
+                })?;
                 if let Some(lid) = listing_id {
-                    let l = self.ov.listing(lid)?.ok_or_else(|| TxError::UnknownListing(lid.into()))?;
+                    let l = self
+                        .ov
+                        .listing(lid)?
+                        .ok_or_else(|| TxError::UnknownListing(lid.into()))?;
                     ensure(l.active, || TxError::ListingClosed(lid.into()))?;
-                    ensure(payment >= l.price, || TxError::BidBelowPrice { bid: payment, price: l.price })?;
+                    ensure(payment >= l.price, || TxError::BidBelowPrice {
+                        bid: payment,
+                        price: l.price,
+                    })?;
                 }
                 self.lock(&self.sender.clone(), payment)?;
                 (listing_id.map(String::from), payment)
@@ -588,14 +848,21 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
         };
         let provider = match &listing_id {
             Some(lid) => {
-                let mut l = self.ov.listing(lid)?.ok_or_else(|| TxError::UnknownListing(lid.clone()))?;
+                let mut l = self
+                    .ov
+                    .listing(lid)?
+                    .ok_or_else(|| TxError::UnknownListing(lid.clone()))?;
                 l.jobs += 1;
                 self.ov.put_listing(&l);
                 Some(l.owner)
             }
             None => None,
         };
-        let deadline = if deadline_blocks == 0 { self.ctx.params.default_job_deadline_blocks } else { deadline_blocks };
+        let deadline = if deadline_blocks == 0 {
+            self.ctx.params.default_job_deadline_blocks
+        } else {
+            deadline_blocks
+        };
         self.ov.put_job(&Job {
             id: id.clone(),
             customer: self.sender,
@@ -613,23 +880,43 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
             updated_height: self.ctx.height,
             fee_burned: Amount::ZERO,
         });
-        self.events.push(Event::JobSubmitted { job_id: id, customer: self.sender, escrow });
+        self.events.push(Event::JobSubmitted {
+            job_id: id,
+            customer: self.sender,
+            escrow,
+        });
         Ok(())
     }
 
     fn job(&self, id: &str) -> Result<Job, TxError> {
-        self.ov.job(id)?.ok_or_else(|| TxError::UnknownJob(id.into()))
+        self.ov
+            .job(id)?
+            .ok_or_else(|| TxError::UnknownJob(id.into()))
     }
 
     fn owned_listing(&self, id: &str) -> Result<Listing, TxError> {
-        let l = self.ov.listing(id)?.ok_or_else(|| TxError::UnknownListing(id.into()))?;
-        ensure(l.owner == self.sender, || TxError::NotAllowed(format!("only the listing's owner {} may change it", l.owner)))?;
+        let l = self
+            .ov
+            .listing(id)?
+            .ok_or_else(|| TxError::UnknownListing(id.into()))?;
+        ensure(l.owner == self.sender, || {
+            TxError::NotAllowed(format!(
+                "only the listing's owner {} may change it",
+                l.owner
+            ))
+        })?;
         Ok(l)
     }
 
     fn bid_and_listing(&self, bid_id: &str) -> Result<(Bid, Listing), TxError> {
-        let bid = self.ov.bid(bid_id)?.ok_or_else(|| TxError::UnknownBid(bid_id.into()))?;
-        let l = self.ov.listing(&bid.listing_id)?.ok_or_else(|| TxError::UnknownListing(bid.listing_id.clone()))?;
+        let bid = self
+            .ov
+            .bid(bid_id)?
+            .ok_or_else(|| TxError::UnknownBid(bid_id.into()))?;
+        let l = self
+            .ov
+            .listing(&bid.listing_id)?
+            .ok_or_else(|| TxError::UnknownListing(bid.listing_id.clone()))?;
         Ok((bid, l))
     }
 
@@ -638,7 +925,11 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
         job.status = JobStatus::Refunded;
         job.updated_height = self.ctx.height;
         self.ov.put_job(job);
-        self.events.push(Event::JobRefunded { job_id: job.id.clone(), customer: job.customer, refunded: job.escrow });
+        self.events.push(Event::JobRefunded {
+            job_id: job.id.clone(),
+            customer: job.customer,
+            refunded: job.escrow,
+        });
         Ok(())
     }
 
@@ -649,7 +940,13 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
     /// Moves `amount` from `who`'s balance into escrow.
     fn lock(&mut self, who: &Address, amount: Amount) -> Result<(), TxError> {
         let mut a = self.ov.account(who)?;
-        a.balance = a.balance.checked_sub(amount).ok_or(TxError::InsufficientFunds { balance: a.balance, needed: amount })?;
+        a.balance = a
+            .balance
+            .checked_sub(amount)
+            .ok_or(TxError::InsufficientFunds {
+                balance: a.balance,
+                needed: amount,
+            })?;
         a.escrowed = a.escrowed.checked_add(amount).ok_or(TxError::Overflow)?;
         self.ov.put_account(who, &a);
         let mut t = self.totals()?;
@@ -661,10 +958,16 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
     /// Takes `amount` out of `funder`'s escrow (without crediting anyone yet).
     fn unlock(&mut self, funder: &Address, amount: Amount) -> Result<(), TxError> {
         let mut a = self.ov.account(funder)?;
-        a.escrowed = a.escrowed.checked_sub(amount).ok_or_else(|| TxError::Corrupt(format!("escrow of {funder} below {amount}")))?;
+        a.escrowed = a
+            .escrowed
+            .checked_sub(amount)
+            .ok_or_else(|| TxError::Corrupt(format!("escrow of {funder} below {amount}")))?;
         self.ov.put_account(funder, &a);
         let mut t = self.totals()?;
-        t.escrowed = t.escrowed.checked_sub(amount).ok_or_else(|| TxError::Corrupt("chain escrow total underflow".into()))?;
+        t.escrowed = t
+            .escrowed
+            .checked_sub(amount)
+            .ok_or_else(|| TxError::Corrupt("chain escrow total underflow".into()))?;
         self.ov.put_totals(&t);
         Ok(())
     }
@@ -683,7 +986,12 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
     }
 
     /// Pays escrow to a provider, burning the marketplace fee. Returns (paid, burned).
-    fn pay_from_escrow(&mut self, funder: &Address, provider: &Address, amount: Amount) -> Result<(Amount, Amount), TxError> {
+    fn pay_from_escrow(
+        &mut self,
+        funder: &Address,
+        provider: &Address,
+        amount: Amount,
+    ) -> Result<(Amount, Amount), TxError> {
         self.unlock(funder, amount)?;
         let fee = amount.basis_points(self.ctx.params.marketplace_fee_bps);
         let paid = amount.checked_sub(fee).ok_or(TxError::Overflow)?;

@@ -58,14 +58,33 @@ pub fn initial_state(g: &Genesis) -> Result<Writes, GenesisError> {
     let mut w: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let enc = |v: &dyn Fn() -> Vec<u8>| Some(v());
     for a in &g.allocations {
-        let acct = Account { balance: a.amount, nonce: 0, escrowed: Amount::ZERO };
-        w.insert(keys::account(&a.address), enc(&|| borsh::to_vec(&acct).expect("encode")));
+        let acct = Account {
+            balance: a.amount,
+            nonce: 0,
+            escrowed: Amount::ZERO,
+        };
+        w.insert(
+            keys::account(&a.address),
+            enc(&|| borsh::to_vec(&acct).expect("encode")),
+        );
     }
-    let totals = Totals { genesis_supply: g.total_supply().ok_or(GenesisError::SupplyOverflow)?, ..Default::default() };
-    w.insert(keys::TOTALS.to_vec(), enc(&|| borsh::to_vec(&totals).expect("encode")));
+    let totals = Totals {
+        genesis_supply: g.total_supply().ok_or(GenesisError::SupplyOverflow)?,
+        ..Default::default()
+    };
+    w.insert(
+        keys::TOTALS.to_vec(),
+        enc(&|| borsh::to_vec(&totals).expect("encode")),
+    );
     let params = ChainParams::from_genesis(g);
-    w.insert(keys::PARAMS.to_vec(), enc(&|| borsh::to_vec(&params).expect("encode")));
+    w.insert(
+        keys::PARAMS.to_vec(),
+        enc(&|| borsh::to_vec(&params).expect("encode")),
+    );
     let root = genesis_hash(g);
-    w.insert(keys::STATE_ROOT.to_vec(), enc(&|| borsh::to_vec(&root).expect("encode")));
+    w.insert(
+        keys::STATE_ROOT.to_vec(),
+        enc(&|| borsh::to_vec(&root).expect("encode")),
+    );
     Ok(w)
 }

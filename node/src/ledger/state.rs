@@ -32,8 +32,12 @@ pub struct Overlay<'a, S: StateRead + ?Sized> {
     base: &'a S,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Undo log of the open checkpoint: each key's entry in `writes` before its first change.
-    journal: Option<Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>>,
+    journal: Option<Vec<UndoEntry>>,
 }
+
+/// A key and its entry in the overlay's writes before the first change since the checkpoint
+/// (`None`: the overlay had no entry for it).
+type UndoEntry = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// A point to roll back to (see [`Overlay::checkpoint`]).
 pub struct Checkpoint(());
@@ -42,7 +46,11 @@ pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     pub fn new(base: &'a S) -> Self {
-        Overlay { base, writes: BTreeMap::new(), journal: None }
+        Overlay {
+            base,
+            writes: BTreeMap::new(),
+            journal: None,
+        }
     }
     pub fn into_writes(self) -> Writes {
         self.writes
@@ -123,12 +131,16 @@ impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     }
 }
 
-pub fn decode<T: BorshDeserialize>(key: &[u8], bytes: Option<Vec<u8>>) -> Result<Option<T>, CorruptState> {
+pub fn decode<T: BorshDeserialize>(
+    key: &[u8],
+    bytes: Option<Vec<u8>>,
+) -> Result<Option<T>, CorruptState> {
     match bytes {
         None => Ok(None),
-        Some(b) => borsh::from_slice(&b)
-            .map(Some)
-            .map_err(|e| CorruptState { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() }),
+        Some(b) => borsh::from_slice(&b).map(Some).map_err(|e| CorruptState {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -138,7 +150,8 @@ mod tests {
 
     #[test]
     fn rollback_restores_exactly_the_writes_before_the_checkpoint() {
-        let base: BTreeMap<Vec<u8>, Vec<u8>> = [(b"k1".to_vec(), b"base".to_vec())].into_iter().collect();
+        let base: BTreeMap<Vec<u8>, Vec<u8>> =
+            [(b"k1".to_vec(), b"base".to_vec())].into_iter().collect();
         let mut ov = Overlay::new(&base);
         ov.raw_put(b"k1".to_vec(), b"before".to_vec());
         let cp = ov.checkpoint();
@@ -151,6 +164,9 @@ mod tests {
         let cp = ov.checkpoint();
         ov.raw_put(b"k2".to_vec(), b"kept".to_vec());
         ov.commit(cp);
-        assert_eq!(ov.into_writes().get(b"k2".as_slice()), Some(&Some(b"kept".to_vec())));
+        assert_eq!(
+            ov.into_writes().get(b"k2".as_slice()),
+            Some(&Some(b"kept".to_vec()))
+        );
     }
 }

@@ -5,9 +5,13 @@ use super::genesis::initial_state;
 use super::keys;
 use super::params::ChainParams;
 use super::state::decode;
-use aitbc_protocol::model::{Account, Allocation, Bid, Genesis, GenesisValidator, Job, JobStatus, Totals, TxReceipt};
+use aitbc_protocol::model::{
+    Account, Allocation, Bid, Genesis, GenesisValidator, Job, JobStatus, Totals, TxReceipt,
+};
 use aitbc_protocol::receipt::{JobReceipt, Usage};
-use aitbc_protocol::tx::{Action, JobSpec, Runtime, Serves, ServiceType, SignedTransaction, Transaction};
+use aitbc_protocol::tx::{
+    Action, JobSpec, Runtime, Serves, ServiceType, SignedTransaction, Transaction,
+};
 use aitbc_protocol::{Address, Amount, Hash, Keypair};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -41,24 +45,54 @@ impl Ledger {
             allocations: funded
                 .iter()
                 .enumerate()
-                .map(|(i, k)| Allocation { name: format!("w{i}"), address: k.address(), amount: ait(1000) })
+                .map(|(i, k)| Allocation {
+                    name: format!("w{i}"),
+                    address: k.address(),
+                    amount: ait(1000),
+                })
                 .collect(),
-            validators: vec![GenesisValidator { name: "v0".into(), key: proposer.public(), power: 1 }],
+            validators: vec![GenesisValidator {
+                name: "v0".into(),
+                key: proposer.public(),
+                power: 1,
+            }],
         };
-        let state = initial_state(&g).unwrap().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
-        Ledger { state, params: ChainParams::from_genesis(&g), height: 0, proposer, nonces: HashMap::new() }
+        let state = initial_state(&g)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        Ledger {
+            state,
+            params: ChainParams::from_genesis(&g),
+            height: 0,
+            proposer,
+            nonces: HashMap::new(),
+        }
     }
 
     fn sign(&mut self, k: &Keypair, action: Action) -> SignedTransaction {
         let n = self.nonces.entry(k.address()).or_default();
-        let tx = Transaction { chain_id: CHAIN.into(), sender: k.public(), nonce: *n, fee: Amount(10), action };
+        let tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender: k.public(),
+            nonce: *n,
+            fee: Amount(10),
+            action,
+        };
         *n += 1;
         tx.sign(k)
     }
 
     fn block(&mut self, txs: &[SignedTransaction]) -> Vec<TxReceipt> {
         self.height += 1;
-        let ctx = BlockContext { height: self.height, time_ms: self.height * 100, proposer: self.proposer.public(), params: &self.params, verified: None };
+        let ctx = BlockContext {
+            height: self.height,
+            time_ms: self.height * 100,
+            proposer: self.proposer.public(),
+            params: &self.params,
+            verified: None,
+        };
         let out = apply_block(&self.state, &ctx, txs).unwrap();
         for (k, v) in out.writes {
             match v {
@@ -118,9 +152,19 @@ impl Ledger {
             }
         }
         let t = self.totals();
-        assert_eq!(account_escrow, t.escrowed, "account escrows disagree with the chain total");
-        assert_eq!(object_escrow, t.escrowed, "bids and jobs hold a different escrow than the chain total");
-        let sum = balances.checked_add(t.escrowed).unwrap().checked_add(t.burned).unwrap();
+        assert_eq!(
+            account_escrow, t.escrowed,
+            "account escrows disagree with the chain total"
+        );
+        assert_eq!(
+            object_escrow, t.escrowed,
+            "bids and jobs hold a different escrow than the chain total"
+        );
+        let sum = balances
+            .checked_add(t.escrowed)
+            .unwrap()
+            .checked_add(t.burned)
+            .unwrap();
         assert_eq!(sum, t.genesis_supply, "supply not conserved");
     }
 }
@@ -146,7 +190,11 @@ fn listing(price: u128) -> Action {
     }
 }
 
-fn receipt(agent: &Keypair, job_id: &str, success: bool) -> aitbc_protocol::receipt::SignedJobReceipt {
+fn receipt(
+    agent: &Keypair,
+    job_id: &str,
+    success: bool,
+) -> aitbc_protocol::receipt::SignedJobReceipt {
     JobReceipt {
         chain_id: CHAIN.into(),
         job_id: job_id.into(),
@@ -171,31 +219,86 @@ struct World {
 }
 
 fn world() -> World {
-    let (provider, customer, stranger, scheduler, agent) =
-        (Keypair::generate(), Keypair::generate(), Keypair::generate(), Keypair::generate(), Keypair::generate());
+    let (provider, customer, stranger, scheduler, agent) = (
+        Keypair::generate(),
+        Keypair::generate(),
+        Keypair::generate(),
+        Keypair::generate(),
+        Keypair::generate(),
+    );
     let l = Ledger::new(&[&provider, &customer, &stranger, &scheduler], &scheduler);
-    World { l, provider, customer, stranger, scheduler, agent }
+    World {
+        l,
+        provider,
+        customer,
+        stranger,
+        scheduler,
+        agent,
+    }
 }
 
 impl World {
     fn register_agent(&mut self) {
-        let a = Action::RegisterAgent { agent_key: self.agent.public(), agent_id: "agent-0".into(), serves: Serves::AnyProvider };
+        let a = Action::RegisterAgent {
+            agent_key: self.agent.public(),
+            agent_id: "agent-0".into(),
+            serves: Serves::AnyProvider,
+        };
         self.l.run(&self.provider.clone(), a).unwrap();
     }
     /// listing -> bid -> accept -> job on the bid -> assigned -> result. Returns (listing, bid, job).
     fn job_with_result(&mut self, success: bool) -> (String, String, String) {
         self.register_agent();
-        let (p, c, s) = (self.provider.clone(), self.customer.clone(), self.scheduler.clone());
+        let (p, c, s) = (
+            self.provider.clone(),
+            self.customer.clone(),
+            self.scheduler.clone(),
+        );
         let lid = created_id(&self.l.run(&p, listing(10)).unwrap());
-        let bid = created_id(&self.l.run(&c, Action::PlaceBid { listing_id: lid.clone(), amount: ait(12) }).unwrap());
-        self.l.run(&p, Action::AcceptBid { bid_id: bid.clone() }).unwrap();
+        let bid = created_id(
+            &self
+                .l
+                .run(
+                    &c,
+                    Action::PlaceBid {
+                        listing_id: lid.clone(),
+                        amount: ait(12),
+                    },
+                )
+                .unwrap(),
+        );
+        self.l
+            .run(
+                &p,
+                Action::AcceptBid {
+                    bid_id: bid.clone(),
+                },
+            )
+            .unwrap();
         let job = created_id(
             &self
                 .l
-                .run(&c, Action::SubmitJob { listing_id: Some(lid.clone()), bid_id: Some(bid.clone()), payment: Amount::ZERO, spec: JobSpec::default(), deadline_blocks: 0 })
+                .run(
+                    &c,
+                    Action::SubmitJob {
+                        listing_id: Some(lid.clone()),
+                        bid_id: Some(bid.clone()),
+                        payment: Amount::ZERO,
+                        spec: JobSpec::default(),
+                        deadline_blocks: 0,
+                    },
+                )
                 .unwrap(),
         );
-        self.l.run(&s, Action::AssignJob { job_id: job.clone(), agent_key: self.agent.public() }).unwrap();
+        self.l
+            .run(
+                &s,
+                Action::AssignJob {
+                    job_id: job.clone(),
+                    agent_key: self.agent.public(),
+                },
+            )
+            .unwrap();
         let r = receipt(&self.agent, &job, success);
         self.l.run(&s, Action::ReportResult { receipt: r }).unwrap();
         (lid, bid, job)
@@ -208,11 +311,24 @@ fn seed_scenario_pays_provider_minus_burned_fee() {
     let before = w.l.account(&w.provider.address()).balance;
     let (_, _, job) = w.job_with_result(true);
     let s = w.scheduler.clone();
-    w.l.run(&s, Action::SettleJob { job_id: job.clone() }).unwrap();
+    w.l.run(
+        &s,
+        Action::SettleJob {
+            job_id: job.clone(),
+        },
+    )
+    .unwrap();
     let after = w.l.account(&w.provider.address()).balance;
     // provider paid 12 - 2.5% = 11.7 AIT, minus the 2 fees of its own transactions (listing, accept, agent)
     let fees = Amount(30);
-    assert_eq!(after.checked_add(fees).unwrap().checked_sub(before).unwrap(), "11.7".parse().unwrap());
+    assert_eq!(
+        after
+            .checked_add(fees)
+            .unwrap()
+            .checked_sub(before)
+            .unwrap(),
+        "11.7".parse().unwrap()
+    );
     assert_eq!(w.l.job(&job).status, JobStatus::Settled);
     assert_eq!(w.l.account(&w.customer.address()).escrowed, Amount::ZERO);
     assert_eq!(w.l.totals().burned, "0.3".parse().unwrap());
@@ -222,70 +338,207 @@ fn seed_scenario_pays_provider_minus_burned_fee() {
 #[test]
 fn bad_inputs_are_rejected_with_their_reason() {
     let mut w = world();
-    let (p, c, x, s) = (w.provider.clone(), w.customer.clone(), w.stranger.clone(), w.scheduler.clone());
+    let (p, c, x, s) = (
+        w.provider.clone(),
+        w.customer.clone(),
+        w.stranger.clone(),
+        w.scheduler.clone(),
+    );
     let lid = created_id(&w.l.run(&p, listing(10)).unwrap());
 
     // bad signature
-    let mut stx = w.l.sign(&c, Action::Transfer { to: x.address(), amount: ait(1) });
+    let mut stx = w.l.sign(
+        &c,
+        Action::Transfer {
+            to: x.address(),
+            amount: ait(1),
+        },
+    );
     stx.signature = x.sign(b"something else");
     let r = w.l.block(&[stx]).remove(0);
     assert!(r.error.unwrap().starts_with("bad signature"));
     w.l.nonces.insert(c.address(), 0);
 
     // wrong chain id
-    let tx = Transaction { chain_id: "other-chain".into(), sender: c.public(), nonce: 0, fee: Amount(10), action: Action::Transfer { to: x.address(), amount: ait(1) } };
+    let tx = Transaction {
+        chain_id: "other-chain".into(),
+        sender: c.public(),
+        nonce: 0,
+        fee: Amount(10),
+        action: Action::Transfer {
+            to: x.address(),
+            amount: ait(1),
+        },
+    };
     let r = w.l.block(&[tx.sign(&c)]).remove(0);
     assert!(r.error.unwrap().starts_with("wrong chain"));
 
     // reused nonce: apply once, replay the very same bytes
-    let stx = w.l.sign(&c, Action::Transfer { to: x.address(), amount: ait(1) });
-    assert!(w.l.block(&[stx.clone()])[0].error.is_none());
+    let stx = w.l.sign(
+        &c,
+        Action::Transfer {
+            to: x.address(),
+            amount: ait(1),
+        },
+    );
+    assert!(w.l.block(std::slice::from_ref(&stx))[0].error.is_none());
     let r = w.l.block(&[stx]).remove(0);
-    assert!(r.error.unwrap().starts_with("stale nonce"), "replay must fail");
+    assert!(
+        r.error.unwrap().starts_with("stale nonce"),
+        "replay must fail"
+    );
 
     // amount overflow / insufficient funds
-    let e = w.l.run(&c, Action::Transfer { to: x.address(), amount: Amount(u128::MAX) }).unwrap_err();
+    let e =
+        w.l.run(
+            &c,
+            Action::Transfer {
+                to: x.address(),
+                amount: Amount(u128::MAX),
+            },
+        )
+        .unwrap_err();
     assert!(e.starts_with("insufficient funds"), "{e}");
 
     // bid under price
-    let e = w.l.run(&c, Action::PlaceBid { listing_id: lid.clone(), amount: ait(9) }).unwrap_err();
+    let e =
+        w.l.run(
+            &c,
+            Action::PlaceBid {
+                listing_id: lid.clone(),
+                amount: ait(9),
+            },
+        )
+        .unwrap_err();
     assert!(e.contains("below the listing's price"), "{e}");
 
     // accept by a stranger
-    let bid = created_id(&w.l.run(&c, Action::PlaceBid { listing_id: lid.clone(), amount: ait(10) }).unwrap());
-    let e = w.l.run(&x, Action::AcceptBid { bid_id: bid.clone() }).unwrap_err();
+    let bid = created_id(
+        &w.l.run(
+            &c,
+            Action::PlaceBid {
+                listing_id: lid.clone(),
+                amount: ait(10),
+            },
+        )
+        .unwrap(),
+    );
+    let e =
+        w.l.run(
+            &x,
+            Action::AcceptBid {
+                bid_id: bid.clone(),
+            },
+        )
+        .unwrap_err();
     assert!(e.contains("only the listing's owner"), "{e}");
 
     // unknown listing
-    let e = w.l.run(&c, Action::PlaceBid { listing_id: "svc-nope".into(), amount: ait(10) }).unwrap_err();
+    let e =
+        w.l.run(
+            &c,
+            Action::PlaceBid {
+                listing_id: "svc-nope".into(),
+                amount: ait(10),
+            },
+        )
+        .unwrap_err();
     assert!(e.starts_with("unknown listing"), "{e}");
 
     // fee below minimum
-    let tx = Transaction { chain_id: CHAIN.into(), sender: c.public(), nonce: w.l.nonces[&c.address()], fee: Amount(1), action: Action::Transfer { to: x.address(), amount: ait(1) } };
-    assert!(w.l.block(&[tx.sign(&c)])[0].error.as_ref().unwrap().starts_with("fee"));
+    let tx = Transaction {
+        chain_id: CHAIN.into(),
+        sender: c.public(),
+        nonce: w.l.nonces[&c.address()],
+        fee: Amount(1),
+        action: Action::Transfer {
+            to: x.address(),
+            amount: ait(1),
+        },
+    };
+    assert!(w.l.block(&[tx.sign(&c)])[0]
+        .error
+        .as_ref()
+        .unwrap()
+        .starts_with("fee"));
 
     // assignment by someone who is not a scheduler
-    let job = created_id(&w.l.run(&c, Action::SubmitJob { listing_id: Some(lid.clone()), bid_id: None, payment: ait(10), spec: JobSpec::default(), deadline_blocks: 0 }).unwrap());
+    let job = created_id(
+        &w.l.run(
+            &c,
+            Action::SubmitJob {
+                listing_id: Some(lid.clone()),
+                bid_id: None,
+                payment: ait(10),
+                spec: JobSpec::default(),
+                deadline_blocks: 0,
+            },
+        )
+        .unwrap(),
+    );
     w.register_agent();
-    let e = w.l.run(&x, Action::AssignJob { job_id: job.clone(), agent_key: w.agent.public() }).unwrap_err();
+    let e =
+        w.l.run(
+            &x,
+            Action::AssignJob {
+                job_id: job.clone(),
+                agent_key: w.agent.public(),
+            },
+        )
+        .unwrap_err();
     assert!(e.contains("not a scheduler"), "{e}");
 
     // result signed by the wrong agent
-    w.l.run(&s, Action::AssignJob { job_id: job.clone(), agent_key: w.agent.public() }).unwrap();
+    w.l.run(
+        &s,
+        Action::AssignJob {
+            job_id: job.clone(),
+            agent_key: w.agent.public(),
+        },
+    )
+    .unwrap();
     let impostor = Keypair::generate();
-    let e = w.l.run(&s, Action::ReportResult { receipt: receipt(&impostor, &job, true) }).unwrap_err();
+    let e =
+        w.l.run(
+            &s,
+            Action::ReportResult {
+                receipt: receipt(&impostor, &job, true),
+            },
+        )
+        .unwrap_err();
     assert!(e.contains("assigned to another agent"), "{e}");
 
     // a tampered receipt
     let mut r = receipt(&w.agent, &job, false);
     r.receipt.success = true;
-    let e = w.l.run(&s, Action::ReportResult { receipt: r }).unwrap_err();
+    let e =
+        w.l.run(&s, Action::ReportResult { receipt: r })
+            .unwrap_err();
     assert!(e.contains("signature does not verify"), "{e}");
 
     // settle twice
-    w.l.run(&s, Action::ReportResult { receipt: receipt(&w.agent, &job, true) }).unwrap();
-    w.l.run(&s, Action::SettleJob { job_id: job.clone() }).unwrap();
-    let e = w.l.run(&s, Action::SettleJob { job_id: job.clone() }).unwrap_err();
+    w.l.run(
+        &s,
+        Action::ReportResult {
+            receipt: receipt(&w.agent, &job, true),
+        },
+    )
+    .unwrap();
+    w.l.run(
+        &s,
+        Action::SettleJob {
+            job_id: job.clone(),
+        },
+    )
+    .unwrap();
+    let e =
+        w.l.run(
+            &s,
+            Action::SettleJob {
+                job_id: job.clone(),
+            },
+        )
+        .unwrap_err();
     assert!(e.contains("only a succeeded job can be settled"), "{e}");
     let e = w.l.run(&c, Action::RefundJob { job_id: job }).unwrap_err();
     assert!(e.contains("only a failed or expired job"), "{e}");
@@ -302,11 +555,22 @@ fn rejected_action_charges_fee_and_nonce_but_nothing_else() {
     let mut w = world();
     let c = w.customer.clone();
     let before = w.l.account(&c.address());
-    let e = w.l.run(&c, Action::PlaceBid { listing_id: "svc-none".into(), amount: ait(5) }).unwrap_err();
+    let e =
+        w.l.run(
+            &c,
+            Action::PlaceBid {
+                listing_id: "svc-none".into(),
+                amount: ait(5),
+            },
+        )
+        .unwrap_err();
     assert!(e.starts_with("unknown listing"));
     let after = w.l.account(&c.address());
     assert_eq!(after.nonce, before.nonce + 1);
-    assert_eq!(before.balance.checked_sub(after.balance).unwrap(), Amount(10));
+    assert_eq!(
+        before.balance.checked_sub(after.balance).unwrap(),
+        Amount(10)
+    );
     assert_eq!(after.escrowed, Amount::ZERO);
     w.l.check_conservation();
 }
@@ -317,18 +581,54 @@ fn failed_job_is_refunded_once_and_expired_job_can_be_refunded() {
     let (_, _, job) = w.job_with_result(false);
     let (c, s) = (w.customer.clone(), w.scheduler.clone());
     let esc_before = w.l.account(&c.address()).escrowed;
-    w.l.run(&s, Action::RefundJob { job_id: job.clone() }).unwrap();
+    w.l.run(
+        &s,
+        Action::RefundJob {
+            job_id: job.clone(),
+        },
+    )
+    .unwrap();
     assert_eq!(w.l.job(&job).status, JobStatus::Refunded);
-    assert_eq!(esc_before.checked_sub(w.l.account(&c.address()).escrowed).unwrap(), ait(12));
-    assert!(w.l.run(&s, Action::RefundJob { job_id: job.clone() }).is_err());
+    assert_eq!(
+        esc_before
+            .checked_sub(w.l.account(&c.address()).escrowed)
+            .unwrap(),
+        ait(12)
+    );
+    assert!(w
+        .l
+        .run(
+            &s,
+            Action::RefundJob {
+                job_id: job.clone()
+            }
+        )
+        .is_err());
     assert!(w.l.run(&s, Action::SettleJob { job_id: job }).is_err());
 
     // expiry: a job with a 2-block deadline and no result
-    let j2 = created_id(&w.l.run(&c, Action::SubmitJob { listing_id: None, bid_id: None, payment: ait(3), spec: JobSpec::default(), deadline_blocks: 2 }).unwrap());
-    assert!(w.l.run(&s, Action::RefundJob { job_id: j2.clone() }).is_err(), "not expired yet");
+    let j2 = created_id(
+        &w.l.run(
+            &c,
+            Action::SubmitJob {
+                listing_id: None,
+                bid_id: None,
+                payment: ait(3),
+                spec: JobSpec::default(),
+                deadline_blocks: 2,
+            },
+        )
+        .unwrap(),
+    );
+    assert!(
+        w.l.run(&s, Action::RefundJob { job_id: j2.clone() })
+            .is_err(),
+        "not expired yet"
+    );
     w.l.block(&[]);
     w.l.block(&[]);
-    w.l.run(&s, Action::RefundJob { job_id: j2.clone() }).unwrap();
+    w.l.run(&s, Action::RefundJob { job_id: j2.clone() })
+        .unwrap();
     assert_eq!(w.l.job(&j2).status, JobStatus::Refunded);
     w.l.check_conservation();
 }
@@ -338,13 +638,36 @@ fn cancelled_and_rejected_bids_refund() {
     let mut w = world();
     let (p, c) = (w.provider.clone(), w.customer.clone());
     let lid = created_id(&w.l.run(&p, listing(5)).unwrap());
-    let b1 = created_id(&w.l.run(&c, Action::PlaceBid { listing_id: lid.clone(), amount: ait(5) }).unwrap());
-    let b2 = created_id(&w.l.run(&c, Action::PlaceBid { listing_id: lid.clone(), amount: ait(6) }).unwrap());
+    let b1 = created_id(
+        &w.l.run(
+            &c,
+            Action::PlaceBid {
+                listing_id: lid.clone(),
+                amount: ait(5),
+            },
+        )
+        .unwrap(),
+    );
+    let b2 = created_id(
+        &w.l.run(
+            &c,
+            Action::PlaceBid {
+                listing_id: lid.clone(),
+                amount: ait(6),
+            },
+        )
+        .unwrap(),
+    );
     assert_eq!(w.l.account(&c.address()).escrowed, ait(11));
-    w.l.run(&c, Action::CancelBid { bid_id: b1.clone() }).unwrap();
-    w.l.run(&p, Action::RejectBid { bid_id: b2.clone() }).unwrap();
+    w.l.run(&c, Action::CancelBid { bid_id: b1.clone() })
+        .unwrap();
+    w.l.run(&p, Action::RejectBid { bid_id: b2.clone() })
+        .unwrap();
     assert_eq!(w.l.account(&c.address()).escrowed, Amount::ZERO);
-    assert!(w.l.run(&c, Action::CancelBid { bid_id: b1 }).is_err(), "no second refund");
+    assert!(
+        w.l.run(&c, Action::CancelBid { bid_id: b1 }).is_err(),
+        "no second refund"
+    );
     assert!(w.l.run(&p, Action::AcceptBid { bid_id: b2 }).is_err());
     w.l.check_conservation();
 }
@@ -354,27 +677,89 @@ fn settle_payment_of_an_accepted_bid_pays_provider_once() {
     let mut w = world();
     let (p, c) = (w.provider.clone(), w.customer.clone());
     let lid = created_id(&w.l.run(&p, listing(5)).unwrap());
-    let b = created_id(&w.l.run(&c, Action::PlaceBid { listing_id: lid, amount: ait(8) }).unwrap());
-    w.l.run(&p, Action::AcceptBid { bid_id: b.clone() }).unwrap();
-    w.l.run(&c, Action::SettleBid { bid_id: b.clone() }).unwrap();
-    assert!(w.l.run(&c, Action::SettleBid { bid_id: b.clone() }).is_err());
-    assert!(w.l.run(&c, Action::CancelBid { bid_id: b.clone() }).is_err());
-    assert_eq!(w.l.bid(&b).status, aitbc_protocol::model::BidStatus::Settled);
+    let b = created_id(
+        &w.l.run(
+            &c,
+            Action::PlaceBid {
+                listing_id: lid,
+                amount: ait(8),
+            },
+        )
+        .unwrap(),
+    );
+    w.l.run(&p, Action::AcceptBid { bid_id: b.clone() })
+        .unwrap();
+    w.l.run(&c, Action::SettleBid { bid_id: b.clone() })
+        .unwrap();
+    assert!(w
+        .l
+        .run(&c, Action::SettleBid { bid_id: b.clone() })
+        .is_err());
+    assert!(w
+        .l
+        .run(&c, Action::CancelBid { bid_id: b.clone() })
+        .is_err());
+    assert_eq!(
+        w.l.bid(&b).status,
+        aitbc_protocol::model::BidStatus::Settled
+    );
     w.l.check_conservation();
 }
 
 #[test]
 fn job_on_a_listing_runs_only_on_an_agent_serving_its_provider() {
     let mut w = world();
-    let (p, c, s, x) = (w.provider.clone(), w.customer.clone(), w.scheduler.clone(), w.stranger.clone());
+    let (p, c, s, x) = (
+        w.provider.clone(),
+        w.customer.clone(),
+        w.scheduler.clone(),
+        w.stranger.clone(),
+    );
     let lid = created_id(&w.l.run(&p, listing(5)).unwrap());
     let other_agent = Keypair::generate();
-    w.l.run(&x, Action::RegisterAgent { agent_key: other_agent.public(), agent_id: "x".into(), serves: Serves::Providers(vec![x.address()]) }).unwrap();
-    let job = created_id(&w.l.run(&c, Action::SubmitJob { listing_id: Some(lid), bid_id: None, payment: ait(5), spec: JobSpec::default(), deadline_blocks: 0 }).unwrap());
-    let e = w.l.run(&s, Action::AssignJob { job_id: job.clone(), agent_key: other_agent.public() }).unwrap_err();
+    w.l.run(
+        &x,
+        Action::RegisterAgent {
+            agent_key: other_agent.public(),
+            agent_id: "x".into(),
+            serves: Serves::Providers(vec![x.address()]),
+        },
+    )
+    .unwrap();
+    let job = created_id(
+        &w.l.run(
+            &c,
+            Action::SubmitJob {
+                listing_id: Some(lid),
+                bid_id: None,
+                payment: ait(5),
+                spec: JobSpec::default(),
+                deadline_blocks: 0,
+            },
+        )
+        .unwrap(),
+    );
+    let e =
+        w.l.run(
+            &s,
+            Action::AssignJob {
+                job_id: job.clone(),
+                agent_key: other_agent.public(),
+            },
+        )
+        .unwrap_err();
     assert!(e.contains("does not serve provider"), "{e}");
     // and nobody else may take over a registered agent key
-    let e = w.l.run(&c, Action::RegisterAgent { agent_key: other_agent.public(), agent_id: "y".into(), serves: Serves::AnyProvider }).unwrap_err();
+    let e =
+        w.l.run(
+            &c,
+            Action::RegisterAgent {
+                agent_key: other_agent.public(),
+                agent_id: "y".into(),
+                serves: Serves::AnyProvider,
+            },
+        )
+        .unwrap_err();
     assert!(e.contains("is registered to"), "{e}");
 }
 
@@ -383,8 +768,24 @@ fn same_block_gives_same_roots_everywhere() {
     let mut a = world();
     let c = a.customer.clone();
     let x = a.stranger.clone();
-    let txs: Vec<_> = (0..5).map(|_| a.l.sign(&c, Action::Transfer { to: x.address(), amount: ait(1) })).collect();
-    let ctx = BlockContext { height: 1, time_ms: 1, proposer: a.l.proposer.public(), params: &a.l.params, verified: None };
+    let txs: Vec<_> = (0..5)
+        .map(|_| {
+            a.l.sign(
+                &c,
+                Action::Transfer {
+                    to: x.address(),
+                    amount: ait(1),
+                },
+            )
+        })
+        .collect();
+    let ctx = BlockContext {
+        height: 1,
+        time_ms: 1,
+        proposer: a.l.proposer.public(),
+        params: &a.l.params,
+        verified: None,
+    };
     let o1 = apply_block(&a.l.state, &ctx, &txs).unwrap();
     let o2 = apply_block(&a.l.state, &ctx, &txs).unwrap();
     assert_eq!(o1.state_root, o2.state_root);
@@ -396,19 +797,60 @@ fn same_block_gives_same_roots_everywhere() {
 /// One random step of the property test: who acts, and what they try.
 #[derive(Clone, Debug)]
 enum Step {
-    Transfer { from: usize, to: usize, amount: u128 },
-    List { who: usize, price: u128 },
-    Bid { who: usize, listing: usize, amount: u128 },
-    Accept { who: usize, bid: usize },
-    Reject { who: usize, bid: usize },
-    Cancel { who: usize, bid: usize },
-    SettleBid { who: usize, bid: usize },
-    Job { who: usize, listing: Option<usize>, bid: Option<usize>, payment: u128, deadline: u64 },
-    Assign { job: usize },
-    Report { job: usize, success: bool, wrong_agent: bool },
-    Settle { job: usize },
-    Refund { job: usize },
-    Replay { index: usize },
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: u128,
+    },
+    List {
+        who: usize,
+        price: u128,
+    },
+    Bid {
+        who: usize,
+        listing: usize,
+        amount: u128,
+    },
+    Accept {
+        who: usize,
+        bid: usize,
+    },
+    Reject {
+        who: usize,
+        bid: usize,
+    },
+    Cancel {
+        who: usize,
+        bid: usize,
+    },
+    SettleBid {
+        who: usize,
+        bid: usize,
+    },
+    Job {
+        who: usize,
+        listing: Option<usize>,
+        bid: Option<usize>,
+        payment: u128,
+        deadline: u64,
+    },
+    Assign {
+        job: usize,
+    },
+    Report {
+        job: usize,
+        success: bool,
+        wrong_agent: bool,
+    },
+    Settle {
+        job: usize,
+    },
+    Refund {
+        job: usize,
+    },
+    Replay {
+        index: usize,
+    },
     Empty,
 }
 
@@ -416,17 +858,43 @@ fn step() -> impl Strategy<Value = Step> {
     let w = 0usize..4;
     let amt = 0u128..2_000_000_000u128;
     prop_oneof![
-        (w.clone(), w.clone(), amt.clone()).prop_map(|(from, to, amount)| Step::Transfer { from, to, amount }),
+        (w.clone(), w.clone(), amt.clone()).prop_map(|(from, to, amount)| Step::Transfer {
+            from,
+            to,
+            amount
+        }),
         (w.clone(), 1u128..50_000_000).prop_map(|(who, price)| Step::List { who, price }),
-        (w.clone(), 0usize..8, amt.clone()).prop_map(|(who, listing, amount)| Step::Bid { who, listing, amount }),
+        (w.clone(), 0usize..8, amt.clone()).prop_map(|(who, listing, amount)| Step::Bid {
+            who,
+            listing,
+            amount
+        }),
         (w.clone(), 0usize..8).prop_map(|(who, bid)| Step::Accept { who, bid }),
         (w.clone(), 0usize..8).prop_map(|(who, bid)| Step::Reject { who, bid }),
         (w.clone(), 0usize..8).prop_map(|(who, bid)| Step::Cancel { who, bid }),
         (w.clone(), 0usize..8).prop_map(|(who, bid)| Step::SettleBid { who, bid }),
-        (w.clone(), proptest::option::of(0usize..8), proptest::option::of(0usize..8), amt, 0u64..4)
-            .prop_map(|(who, listing, bid, payment, deadline)| Step::Job { who, listing, bid, payment, deadline }),
+        (
+            w.clone(),
+            proptest::option::of(0usize..8),
+            proptest::option::of(0usize..8),
+            amt,
+            0u64..4
+        )
+            .prop_map(|(who, listing, bid, payment, deadline)| Step::Job {
+                who,
+                listing,
+                bid,
+                payment,
+                deadline
+            }),
         (0usize..8).prop_map(|job| Step::Assign { job }),
-        (0usize..8, any::<bool>(), any::<bool>()).prop_map(|(job, success, wrong_agent)| Step::Report { job, success, wrong_agent }),
+        (0usize..8, any::<bool>(), any::<bool>()).prop_map(|(job, success, wrong_agent)| {
+            Step::Report {
+                job,
+                success,
+                wrong_agent,
+            }
+        }),
         (0usize..8).prop_map(|job| Step::Settle { job }),
         (0usize..8).prop_map(|job| Step::Refund { job }),
         (0usize..64).prop_map(|index| Step::Replay { index }),
@@ -483,7 +951,7 @@ proptest! {
                 Step::Empty => { l.block(&[]); continue; }
             };
             let stx = l.sign(&keys[who], action);
-            let r = l.block(&[stx.clone()]).remove(0);
+            let r = l.block(std::slice::from_ref(&stx)).remove(0);
             if r.error.is_none() {
                 applied.push(stx);
                 if let Some(id) = r.events.first().and_then(|e| match e {

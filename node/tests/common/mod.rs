@@ -10,7 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct NodeProc {
@@ -36,11 +40,25 @@ impl TestNet {
         let out = Command::new(env!("CARGO_BIN_EXE_aitbc-node"))
             .args(["init", "--dir"])
             .arg(root.path())
-            .args(["--validators", &validators.to_string(), "--chain-id", "aitbc-test", "--block-time-ms", &block_time_ms.to_string()])
+            .args([
+                "--validators",
+                &validators.to_string(),
+                "--chain-id",
+                "aitbc-test",
+                "--block-time-ms",
+                &block_time_ms.to_string(),
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
-        let genesis: Genesis = serde_json::from_str(&std::fs::read_to_string(root.path().join("genesis.json")).unwrap()).unwrap();
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let genesis: Genesis = serde_json::from_str(
+            &std::fs::read_to_string(root.path().join("genesis.json")).unwrap(),
+        )
+        .unwrap();
         let mut nodes = Vec::new();
         for i in 0..validators + listeners {
             let key_file = if i < validators {
@@ -60,7 +78,11 @@ impl TestNet {
                 fault_file: root.path().join(format!("node-{i}.cut")),
             });
         }
-        TestNet { root, nodes, genesis }
+        TestNet {
+            root,
+            nodes,
+            genesis,
+        }
     }
 
     pub fn genesis_ops(&self) -> Keypair {
@@ -72,9 +94,19 @@ impl TestNet {
     }
 
     pub fn start(&mut self, i: usize) {
-        let peers: Vec<String> = self.nodes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, n)| format!("127.0.0.1:{}", n.p2p)).collect();
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| format!("127.0.0.1:{}", n.p2p))
+            .collect();
         let n = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(n.dir.with_extension("log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.dir.with_extension("log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_aitbc-node"))
             .arg("run")
             .arg("--genesis")
@@ -131,7 +163,11 @@ impl TestNet {
                     return c;
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "node {i} did not come up; see {}", self.log_path(i).display());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "node {i} did not come up; see {}",
+                self.log_path(i).display()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -150,7 +186,11 @@ impl TestNet {
                     return s.height;
                 }
             }
-            assert!(start.elapsed() < timeout, "node {i} did not reach height {h} in {timeout:?}; see {}", self.log_path(i).display());
+            assert!(
+                start.elapsed() < timeout,
+                "node {i} did not reach height {h} in {timeout:?}; see {}",
+                self.log_path(i).display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -168,10 +208,16 @@ impl Drop for TestNet {
             for i in 0..self.nodes.len() {
                 if let Ok(log) = std::fs::read_to_string(self.log_path(i)) {
                     let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                    eprintln!("--- node {i} log tail ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                    eprintln!(
+                        "--- node {i} log tail ---\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
                 }
             }
-            std::mem::forget(std::mem::replace(&mut self.root, tempfile::tempdir().unwrap()));
+            std::mem::forget(std::mem::replace(
+                &mut self.root,
+                tempfile::tempdir().unwrap(),
+            ));
         }
     }
 }
