@@ -198,10 +198,13 @@ pub async fn placement_loop(s: Arc<Scheduler>) {
     let mut ready = s.ready.subscribe();
     let _ = ready.wait_for(|r| *r).await;
     loop {
+        let t = std::time::Instant::now();
         place_round(&s);
+        // With a huge backlog a round costs real CPU: leave at least 4x its time between rounds.
+        let pause = s.config.placement_interval.max(t.elapsed() * 4);
         tokio::select! {
             _ = s.wake.notified() => {}
-            _ = tokio::time::sleep(s.config.placement_interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -444,16 +447,24 @@ pub fn place_round(s: &Arc<Scheduler>) {
     if reqs.is_empty() {
         return;
     }
+    // Place without holding the state lock (API readers and drivers go on meanwhile). Only
+    // this loop adds jobs to agents, so capacity can only have grown when the plan is applied;
+    // jobs that left the queue in between are skipped.
+    drop(st);
     let policy = Policy {
         aging_ms: s.config.aging.as_millis() as u64,
         ..Policy::default()
     };
     let plan = placement::place(&reqs, &caps, &policy);
+    let mut st = s.state.lock();
     let mut start = Vec::new();
     for asg in &plan.assignments {
         let id = &ids[asg.job];
         let agent = &agents[asg.agent];
-        if let Some(r) = st.jobs.get_mut(id) {
+        if st.active.contains(id) {
+            continue;
+        }
+        if let Some(r) = st.jobs.get_mut(id).filter(|r| r.phase == Phase::Pending) {
             r.phase = Phase::Assigning;
             r.agent_id = Some(agent.agent_id.clone());
             r.agent_key = agent.key.map(|k| k.to_string());
@@ -467,7 +478,11 @@ pub fn place_round(s: &Arc<Scheduler>) {
         }
     }
     for u in &plan.unplaced {
-        if let Some(r) = st.jobs.get_mut(&ids[u.job]) {
+        if let Some(r) = st
+            .jobs
+            .get_mut(&ids[u.job])
+            .filter(|r| r.phase == Phase::Pending)
+        {
             let tried = !r.failed_agents.is_empty();
             r.pending_reason = if tried && !u.impossible {
                 format!(

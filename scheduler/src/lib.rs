@@ -167,9 +167,14 @@ impl Scheduler {
         tasks.spawn(dispatch::sweep_loop(self.clone()));
         let me = self.clone();
         tasks.spawn(async move {
+            let mut pause = std::time::Duration::from_millis(200);
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                me.flush();
+                tokio::time::sleep(pause).await;
+                let t = std::time::Instant::now();
+                let m = me.clone();
+                let _ = tokio::task::spawn_blocking(move || m.flush()).await;
+                // A large state file is written less often (at most ~20% of the time).
+                pause = std::time::Duration::from_millis(200).max(t.elapsed() * 5);
             }
         });
         shutdown.await;
