@@ -435,12 +435,24 @@ async fn aijob_runs_on_a_gpu_agent_pod_through_the_in_process_scheduler() {
         "frame",
         json!({"wallet": "customer", "listing": "render", "type": "inference", "payment": "10", "gpus": 1, "memoryMiB": 1024, "timeLimitSeconds": 60}),
     );
+    let created = Instant::now();
+    drive(&w, "the job on chain", |w| {
+        w.obj::<AiJob>("aijobs", "frame")
+            .status
+            .is_some_and(|s| s.job_id.is_some())
+    })
+    .await;
+    let submitted = created.elapsed();
     drive(&w, "the job to succeed and settle", |w| {
         w.obj::<AiJob>("aijobs", "frame")
             .status
             .is_some_and(|s| s.phase == AiJobPhase::Succeeded && s.settlement_tx_hash.is_some())
     })
     .await;
+    eprintln!(
+        "AIJob timings: on chain after {submitted:?}, succeeded and settled after {:?}",
+        created.elapsed()
+    );
     let st = w.obj::<AiJob>("aijobs", "frame").status.unwrap();
     assert_eq!(st.agent.as_deref(), Some("gpu-node-1"));
     assert_eq!(st.progress, Some(100));

@@ -894,6 +894,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn image_and_scale_changes_roll_one_pod_at_a_time_under_the_same_pdb() {
+        let before = statefulset(&node(4, None));
+        let mut changed = node(4, Some(5));
+        changed.spec.image = Some("registry.example/aitbc-node:0.2.0".into());
+        let after = statefulset(&changed);
+        let c = &after.spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            c.image.as_deref(),
+            Some("registry.example/aitbc-node:0.2.0")
+        );
+        assert_eq!(after.spec.replicas, Some(5));
+        let strategy = after.spec.update_strategy.clone().unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        assert_eq!(
+            strategy.rolling_update.unwrap().max_unavailable,
+            None,
+            "one pod at a time"
+        );
+        assert_eq!(
+            before.spec.selector, after.spec.selector,
+            "the selector never changes"
+        );
+        assert_eq!(
+            before.spec.volume_claim_templates, after.spec.volume_claim_templates,
+            "PVCs are kept"
+        );
+        assert_eq!(
+            pdb(&node(4, None)).spec,
+            pdb(&changed).spec,
+            "the quorum budget depends on validators only"
+        );
+    }
+
+    #[test]
     fn listener_replicas_never_fall_below_validators() {
         assert_eq!(replicas(&node(4, None).spec), 4);
         assert_eq!(replicas(&node(4, Some(6)).spec), 6);
