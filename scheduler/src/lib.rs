@@ -111,7 +111,13 @@ impl Scheduler {
             .parse::<Amount>()
             .map_err(|e| SchedulerError::Config(format!("node min fee: {e}")))?;
         let store = StateStore::open(&config.state_dir)?;
-        let state = store.load()?;
+        let fresh = !store.path().exists();
+        let mut state = store.load()?;
+        if fresh {
+            // First start: no need to replay the chain's history; the startup reconciliation
+            // adopts every open job, and the stream starts after the current height.
+            state.next_height = status.height + 1;
+        }
         tracing::info!(address = %me, next_height = state.next_height, jobs = state.jobs.len(), "scheduler state loaded");
         let (changes, _) = broadcast::channel(1024);
         let registry = Registry::new(source, key.clone(), config.agent_loss_checks);
