@@ -1314,3 +1314,41 @@ async fn scheduler_crash_between_chain_steps_is_recovered() {
     assert_eq!(escrow, Amount::ZERO);
     env.assert_conserved().await;
 }
+
+/// Jobs submitted before the scheduler's first start are adopted; so are jobs submitted while
+/// it was down after its state directory was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_jobs_are_adopted_on_first_start_and_after_state_loss() {
+    let mut env = Env::new().await;
+    let provider = env.provider.clone();
+    env.agent("ad1", &provider, Serves::AnyProvider, 2).await;
+    let listing = env
+        .listing("adopt", ServiceType::AiInference, 1, sleep_runtime(0))
+        .await;
+    let early = vec![
+        env.submit(&listing, 1, spec(JobKind::Inference, 1, 0), 600)
+            .await,
+        env.submit(&listing, 1, spec(JobKind::Inference, 1, 0), 600)
+            .await,
+    ];
+    env.start_scheduler();
+    for j in &early {
+        env.wait_status(j, &[JobStatus::Settled], WAIT).await;
+    }
+    env.sched.as_mut().unwrap().kill9();
+    std::fs::remove_dir_all(env.root.path().join("scheduler-state")).unwrap();
+    let late = env
+        .submit(&listing, 1, spec(JobKind::Inference, 1, 0), 600)
+        .await;
+    env.start_scheduler();
+    let j = env.wait_status(&late, &[JobStatus::Settled], WAIT).await;
+    assert_eq!(j.assignments, 1);
+    for j in &early {
+        assert_eq!(
+            env.chain.job(j).await.unwrap().assignments,
+            1,
+            "settled jobs are left alone"
+        );
+    }
+    env.assert_conserved().await;
+}
