@@ -119,7 +119,33 @@ impl ChainService {
     /// Admits a decoded transaction to the mempool, after the checks that can be made now.
     /// Shared by the API and the peer gossip path.
     pub fn admit(chain: &Chain, stx: SignedTransaction, dry_run: bool) -> Result<Hash, Status> {
-        ledger::check_stateless(&stx, &chain.params).map_err(|e| tx_error_status(&e))?;
+        let signature_ok = stx.verify_signature().is_ok();
+        Self::admit_checked(chain, stx, signature_ok, dry_run)
+    }
+
+    /// Admits many transactions, batch-verifying their signatures first (one result each).
+    pub fn admit_batch(
+        chain: &Chain,
+        txs: Vec<SignedTransaction>,
+        dry_run: bool,
+    ) -> Vec<Result<Hash, Status>> {
+        let valid = ledger::signatures_valid(&txs);
+        txs.into_iter()
+            .zip(valid)
+            .map(|(stx, ok)| Self::admit_checked(chain, stx, ok, dry_run))
+            .collect()
+    }
+
+    fn admit_checked(
+        chain: &Chain,
+        stx: SignedTransaction,
+        signature_ok: bool,
+        dry_run: bool,
+    ) -> Result<Hash, Status> {
+        ledger::check_envelope(&stx, &chain.params).map_err(|e| tx_error_status(&e))?;
+        if !signature_ok {
+            return Err(tx_error_status(&TxError::BadSignature));
+        }
         let hash = stx.hash();
         let sender = stx.tx.sender_address();
         let acct = chain.account(&sender);
@@ -139,7 +165,7 @@ impl ChainService {
         // committed state is what it will most likely be: refuse it now with the reason.
         if dry_run && stx.tx.nonce == acct.nonce {
             let height = chain.committed_height().map(|h| h + 1).unwrap_or(0);
-            // The signature was just checked by check_stateless.
+            // The signature was checked above.
             let ctx = BlockContext {
                 height,
                 time_ms: 0,
@@ -248,6 +274,55 @@ impl ChainApi for ChainService {
         self.net.queue_gossip(bytes);
         Ok(Response::new(pb::SubmitTransactionResponse {
             tx_hash: hash.to_hex(),
+        }))
+    }
+
+    async fn submit_transactions(
+        &self,
+        request: Request<pb::SubmitTransactionsRequest>,
+    ) -> Result<Response<pb::SubmitTransactionsResponse>, Status> {
+        let raw = request.into_inner().transactions;
+        if raw.len() > 10_000 {
+            return Err(Status::invalid_argument(format!(
+                "{} transactions in one request; the limit is 10000",
+                raw.len()
+            )));
+        }
+        let mut results: Vec<Option<pb::SubmitResult>> = vec![None; raw.len()];
+        let mut decoded = Vec::with_capacity(raw.len());
+        let mut positions = Vec::with_capacity(raw.len());
+        for (i, bytes) in raw.iter().enumerate() {
+            match SignedTransaction::decode(bytes) {
+                Ok(stx) => {
+                    decoded.push(stx);
+                    positions.push(i);
+                }
+                Err(e) => {
+                    results[i] = Some(pb::SubmitResult {
+                        tx_hash: String::new(),
+                        error: e.to_string(),
+                    })
+                }
+            }
+        }
+        let admitted = Self::admit_batch(&self.chain, decoded, true);
+        for (i, r) in positions.into_iter().zip(admitted) {
+            results[i] = Some(match r {
+                Ok(h) => {
+                    self.net.queue_gossip(raw[i].clone());
+                    pb::SubmitResult {
+                        tx_hash: h.to_hex(),
+                        error: String::new(),
+                    }
+                }
+                Err(status) => pb::SubmitResult {
+                    tx_hash: String::new(),
+                    error: status.message().to_string(),
+                },
+            });
+        }
+        Ok(Response::new(pb::SubmitTransactionsResponse {
+            results: results.into_iter().map(Option::unwrap_or_default).collect(),
         }))
     }
 

@@ -145,12 +145,12 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     {
         let chain = chain.clone();
         net.set_tx_sink(Arc::new(move |txs: Vec<Vec<u8>>| {
-            for bytes in txs {
-                if let Ok(stx) = SignedTransaction::decode(&bytes) {
-                    // Duplicates and stale nonces from gossip are expected; drop them quietly.
-                    let _ = ChainService::admit(&chain, stx, false);
-                }
-            }
+            let decoded: Vec<SignedTransaction> = txs
+                .iter()
+                .filter_map(|b| SignedTransaction::decode(b).ok())
+                .collect();
+            // Duplicates and stale nonces from gossip are expected; their refusals are dropped.
+            let _ = ChainService::admit_batch(&chain, decoded, false);
         }));
     }
 

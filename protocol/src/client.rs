@@ -164,6 +164,35 @@ impl ChainClient {
             .map_err(|e: crate::hash::HashParseError| ClientError::Decode(e.to_string()))
     }
 
+    /// Submits many transactions in one request; one result per transaction, in order.
+    pub async fn submit_many(
+        &self,
+        txs: &[SignedTransaction],
+    ) -> Result<Vec<Result<Hash, ClientError>>, ClientError> {
+        let req = pb::SubmitTransactionsRequest {
+            transactions: txs.iter().map(|t| t.encode()).collect(),
+        };
+        let r = self
+            .raw
+            .clone()
+            .submit_transactions(req)
+            .await
+            .map_err(|e| self.map(e))?
+            .into_inner();
+        Ok(r.results
+            .into_iter()
+            .map(|r| {
+                if r.error.is_empty() {
+                    r.tx_hash.parse().map_err(|e: crate::hash::HashParseError| {
+                        ClientError::Decode(e.to_string())
+                    })
+                } else {
+                    Err(ClientError::Rejected(r.error))
+                }
+            })
+            .collect())
+    }
+
     pub async fn transaction(
         &self,
         hash: &Hash,

@@ -42,6 +42,10 @@ struct Args {
     /// Only measure the crypto bound.
     #[arg(long)]
     crypto_only: bool,
+    /// Transactions per submission request: 1 uses SubmitTransaction per transaction; more uses
+    /// SubmitTransactions (batch-verified admission), as a gateway would.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Keep the nodes' data and logs (printed path) instead of deleting them.
     #[arg(long)]
     keep: bool,
@@ -244,6 +248,7 @@ async fn run_rate(
     chain_id: &str,
     rate: u64,
     secs: u64,
+    batch: usize,
 ) -> Result<RunResult> {
     let total = (rate * secs) as usize;
     // Pre-sign everything so that signing does not count against the node.
@@ -287,27 +292,45 @@ async fn run_rate(
     let sem = Arc::new(Semaphore::new(512));
     let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let batch = batch.max(1);
     let mut handles = Vec::new();
-    for (i, (hash, stx)) in txs.into_iter().enumerate() {
-        let due = start + interval * i as u32;
+    let mut i = 0usize;
+    let mut iter = txs.into_iter().peekable();
+    while iter.peek().is_some() {
+        let chunk: Vec<(Hash, SignedTransaction)> = iter.by_ref().take(batch).collect();
+        // The chunk goes out when its last transaction is due.
+        let due = start + interval * (i + chunk.len() - 1) as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
         let permit = sem.clone().acquire_owned().await?;
-        let c = clients[i % clients.len()].clone();
+        let c = clients[(i / batch) % clients.len()].clone();
+        i += chunk.len();
         let sa = submitted_at.clone();
         handles.push(tokio::spawn(async move {
-            sa.lock().await.insert(hash, Instant::now());
-            let ok = c.submit(&stx).await.is_ok();
+            let now = Instant::now();
+            {
+                let mut m = sa.lock().await;
+                for (h, _) in &chunk {
+                    m.insert(*h, now);
+                }
+            }
+            let ok = if chunk.len() == 1 {
+                usize::from(c.submit(&chunk[0].1).await.is_ok())
+            } else {
+                let txs: Vec<SignedTransaction> = chunk.into_iter().map(|(_, t)| t).collect();
+                match c.submit_many(&txs).await {
+                    Ok(rs) => rs.iter().filter(|r| r.is_ok()).count(),
+                    Err(_) => 0,
+                }
+            };
             drop(permit);
             ok
         }));
     }
     let mut submitted = 0;
     for h in handles {
-        if h.await.unwrap_or(false) {
-            submitted += 1;
-        }
+        submitted += h.await.unwrap_or(0);
     }
     // Drain: wait until everything submitted is committed, or nothing new commits for 5 s.
     let mut last_count = 0;
@@ -393,7 +416,8 @@ async fn main() -> Result<()> {
         };
         println!();
         println!(
-            "validators: {v}  block time: {} ms  crypto bound: {bound:.0} tx/s ({})",
+            "validators: {v}  submission batch: {}  block time: {} ms  crypto bound: {bound:.0} tx/s ({})",
+            args.batch,
             args.block_time_ms,
             if v == 1 {
                 "1 core x batch rate"
@@ -406,7 +430,16 @@ async fn main() -> Result<()> {
             "offered", "submitted", "committed", "tx/s", "of bound", "p50 ms", "p99 ms"
         );
         for &rate in &args.rates {
-            let r = run_rate(&clients, &keys, &mut nonces, &chain_id, rate, args.duration).await?;
+            let r = run_rate(
+                &clients,
+                &keys,
+                &mut nonces,
+                &chain_id,
+                rate,
+                args.duration,
+                args.batch,
+            )
+            .await?;
             println!(
                 "{:>9} {:>9} {:>9} {:>11.0} {:>8.1}% {:>9.1} {:>9.1}",
                 r.offered,

@@ -166,6 +166,12 @@ fn verify_signatures(
 
 /// Checks that do not need the state: signature and chain id. Used by the mempool too.
 pub fn check_stateless(stx: &SignedTransaction, params: &ChainParams) -> Result<(), TxError> {
+    check_envelope(stx, params)?;
+    stx.verify_signature().map_err(|_| TxError::BadSignature)
+}
+
+/// The stateless checks other than the signature: chain id and minimum fee.
+pub fn check_envelope(stx: &SignedTransaction, params: &ChainParams) -> Result<(), TxError> {
     if stx.tx.chain_id != params.chain_id {
         return Err(TxError::WrongChain {
             expected: params.chain_id.clone(),
@@ -178,7 +184,13 @@ pub fn check_stateless(stx: &SignedTransaction, params: &ChainParams) -> Result<
             got: stx.tx.fee,
         });
     }
-    stx.verify_signature().map_err(|_| TxError::BadSignature)
+    Ok(())
+}
+
+/// Whether each transaction's signature is valid, batch-verified.
+pub fn signatures_valid(txs: &[SignedTransaction]) -> Vec<bool> {
+    let hashes = vec![Hash::ZERO; txs.len()];
+    verify_signatures(txs, &hashes, None)
 }
 
 fn apply_tx<S: StateRead + ?Sized>(

@@ -9,6 +9,9 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{apply_block, check_stateless, BlockContext, BlockOutcome, TxError};
+pub use apply::{
+    apply_block, check_envelope, check_stateless, signatures_valid, BlockContext, BlockOutcome,
+    TxError,
+};
 pub use params::ChainParams;
 pub use state::{StateRead, Writes};
