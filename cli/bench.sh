@@ -17,7 +17,11 @@ CLI="$BIN/aitbc-cli"
 AITBC_HOME=$(mktemp -d)
 export AITBC_HOME AITBC_PASSWORD=bench-password
 NET="$AITBC_HOME/net"
-cleanup() { "$CLI" devnet down --dir "$NET" >/dev/null 2>&1 || true; rm -rf "$AITBC_HOME"; }
+cleanup() {
+  local rc=$?
+  "$CLI" devnet down --dir "$NET" >/dev/null 2>&1 || true
+  if [ "$rc" -eq 0 ]; then rm -rf "$AITBC_HOME"; else echo "bench failed; devnet logs kept in $NET" >&2; fi
+}
 trap cleanup EXIT
 
 "$CLI" devnet up --detach --validators "$VALIDATORS" --agents 1 --block-time-ms "$BLOCK_MS" --dir "$NET" >/dev/null

@@ -121,6 +121,13 @@ pub fn pid_alive(pid: u32) -> bool {
     let Ok(p) = i32::try_from(pid) else {
         return false;
     };
+    // Reap it first when it is our own exited child (foreground devnet), so that a zombie does not
+    // count as running; for other processes waitpid fails with ECHILD and changes nothing.
+    let mut status = 0;
+    // SAFETY: waitpid with WNOHANG on one PID never blocks and only reaps that PID.
+    if unsafe { libc::waitpid(p, &mut status, libc::WNOHANG) } == p {
+        return false;
+    }
     // SAFETY: kill with signal 0 only checks that the process exists; it sends nothing.
     unsafe { libc::kill(p, 0) == 0 }
 }
