@@ -282,7 +282,9 @@ impl PeerNetwork {
             Ok(Kind::Transactions) => {
                 if let Ok(txs) = Vec::<Vec<u8>>::try_from_slice(&env.payload) {
                     if let Some(sink) = self.shared.tx_sink.read().clone() {
-                        sink(txs);
+                        // Admitting a batch verifies up to thousands of signatures: off the
+                        // stream's task, so consensus messages behind it are not held up.
+                        tokio::task::spawn_blocking(move || sink(txs));
                     }
                 }
             }
