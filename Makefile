@@ -6,8 +6,9 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 .PHONY: test lint build-bins unit-and-integration devnet
 
 ## The whole test suite: formatting, lints, every crate's unit, property and multi-process tests,
-## and the chart checks.
-test: lint build-bins unit-and-integration chart-check
+## the chart checks, and the kind end-to-end test (which says so and skips where Docker and kind are
+## missing; AITBC_REQUIRE_KIND=1 makes that a failure).
+test: lint build-bins unit-and-integration chart-check e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
