@@ -140,10 +140,82 @@ fn main() {
         percentile(&lat, 99.0),
         lat.last().copied().unwrap_or(0.0)
     );
+    // (4) Persisting the scheduler's state with one record per backlog job.
+    let mut state = aitbc_scheduler::state::State::default();
+    for j in &jobs {
+        let spec = aitbc_protocol::tx::JobSpec {
+            gpus: j.gpus,
+            memory_mib: j.memory_mib,
+            time_limit_secs: j.time_limit_secs,
+            prompt: "a red square".into(),
+            ..Default::default()
+        };
+        state.jobs.insert(
+            j.job_id.clone(),
+            aitbc_scheduler::state::JobRecord {
+                job_id: j.job_id.clone(),
+                customer: j.customer.to_string(),
+                listing_id: j.provider.map(|_| "svc-0123456789abcdef".to_string()),
+                provider: j.provider.map(|p| p.to_string()),
+                spec,
+                phase: aitbc_scheduler::state::Phase::Pending,
+                chain_status: "pending".into(),
+                agent_id: None,
+                agent_key: None,
+                lease_id: None,
+                gpu_indexes: vec![],
+                progress: 0,
+                attempts: 0,
+                failed_agents: vec![],
+                pending_reason: "waiting for 2 free GPU(s) with 4096 MiB together on one agent"
+                    .into(),
+                message: String::new(),
+                result_digest: String::new(),
+                settlement_tx: None,
+                refund_tx: None,
+                receipt_hex: None,
+                submitted_height: 1,
+                deadline_height: 7201,
+                first_seen_ms: 0,
+                updated_at_ms: 0,
+            },
+        );
+    }
+    match tempfile_dir() {
+        Some(dir) => match aitbc_scheduler::state::StateStore::open(&dir) {
+            Ok(store) => {
+                let t = Instant::now();
+                let snapshot = state.clone();
+                let saved = store.save(&snapshot);
+                let took = t.elapsed();
+                let size = std::fs::metadata(store.path())
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                match saved {
+                    Ok(()) => println!(
+                        "state file with {} job records: {:.1} MB, clone + write + fsync {:.1} ms",
+                        state.jobs.len(),
+                        size as f64 / 1e6,
+                        took.as_secs_f64() * 1e3
+                    ),
+                    Err(e) => println!("state file: {e}"),
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Err(e) => println!("state file: {e}"),
+        },
+        None => println!("state file: no temporary directory"),
+    }
     if pass.as_secs_f64() >= 1.0 {
         println!(
             "WARNING: one pass over the backlog took {:.2} s (target < 1 s)",
             pass.as_secs_f64()
         );
     }
+}
+
+fn tempfile_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("placement-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
 }
