@@ -463,12 +463,13 @@ async fn ai_throughput(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
         let h = stx.hash();
         let rx = tracker.wait(h);
         tally.submitted += 1;
+        let submitted_at = Instant::now();
         match chain.submit(&stx).await {
             Ok(_) => {
                 nonce += 1;
                 match tokio::time::timeout(ctx.timeout, rx).await {
                     Ok(Ok(Ok(_))) => {
-                        jobs.push((aitbc_protocol::tx::object_id("job", &h), Instant::now()))
+                        jobs.push((aitbc_protocol::tx::object_id("job", &h), submitted_at))
                     }
                     Ok(Ok(Err(reason))) => tally.reject(format!("rejected in block: {reason}")),
                     _ => tally.reject("not committed before --timeout".into()),
@@ -516,6 +517,7 @@ async fn ai_throughput(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
         &tally,
         elapsed,
         &[
+            ("latency", "submission -> settlement".to_string()),
             ("jobs settled", done.to_string()),
             ("jobs refunded", refunded.to_string()),
             ("completion rate", format!("{rate:.1}%")),
