@@ -464,3 +464,123 @@ pub struct DevnetUpArgs {
     #[arg(long, default_value_t = 16384)]
     pub simulated_gpu_memory_mib: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("aitbc-cli").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn amounts_parse_exactly_and_bad_ones_are_refused_with_the_reason() {
+        let c = parse(&["send", "--from", "a", "--to", "b", "--amount", "0.5"]).unwrap();
+        match c.command {
+            Command::Send { amount, .. } => assert_eq!(amount, Amount(500_000)),
+            other => panic!("{other:?}"),
+        }
+        for (bad, why) in [
+            ("-1", "negative"),
+            ("1e5", "not a number"),
+            ("0.0000001", "decimals"),
+            ("", "empty"),
+        ] {
+            let e = parse(&["send", "--from", "a", "--to", "b", "--amount", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_old_scripts_command_lines_parse() {
+        let m = parse(&[
+            "marketplace",
+            "--action",
+            "create",
+            "--name",
+            "Test AI Service",
+            "--type",
+            "ai-inference",
+            "--price",
+            "10",
+            "--wallet",
+            "alice",
+        ])
+        .unwrap();
+        let Command::Marketplace(m) = m.command else {
+            panic!("not marketplace")
+        };
+        assert_eq!(m.action, Action::Create);
+        assert_eq!(
+            m.service_type,
+            Some(aitbc_protocol::tx::ServiceType::AiInference)
+        );
+        let p = parse(&["marketplace", "--action", "audit", "--period", "24h"]).unwrap();
+        let Command::Marketplace(p) = p.command else {
+            panic!("not marketplace")
+        };
+        assert_eq!(p.period, Some(Period::H24));
+        assert!(
+            parse(&["marketplace", "--action", "audit", "--period", "2d"])
+                .unwrap_err()
+                .to_string()
+                .contains("5m, 1h, 24h, 7d, 30d")
+        );
+        assert!(parse(&[
+            "ai-submit",
+            "--wallet",
+            "bob",
+            "--type",
+            "inference",
+            "--payment",
+            "10",
+            "--resolution",
+            "512x512",
+            "--gpu-allocated",
+            "1"
+        ])
+        .is_ok());
+        assert!(parse(&[
+            "resource",
+            "allocate",
+            "--agent-id",
+            "agent-0",
+            "--gpu",
+            "1",
+            "--memory",
+            "8192",
+            "--duration",
+            "3600"
+        ])
+        .is_ok());
+        assert!(parse(&["transactions", "--cross-node", "--period", "1h"]).is_ok());
+        assert!(
+            parse(&["transactions"]).is_err(),
+            "--name or --cross-node is required"
+        );
+        // Global flags work after the subcommand, as the old scripts put --password there.
+        let c = parse(&[
+            "send",
+            "--from",
+            "a",
+            "--to",
+            "b",
+            "--amount",
+            "1",
+            "--password",
+            "pw",
+        ])
+        .unwrap();
+        assert_eq!(c.password.as_deref(), Some("pw"));
+        let c = parse(&["balance", "--name", "a", "--output", "json"]).unwrap();
+        assert_eq!(c.output, Format::Json);
+    }
+}
