@@ -100,11 +100,6 @@ impl Ctx {
             .address)
     }
 
-    /// A readable name for an address: the local wallet's name when there is one.
-    pub fn label(&self, a: &Address) -> String {
-        a.to_string()
-    }
-
     pub async fn fee(&self, chain: &ChainClient) -> Result<Amount> {
         if let Some(f) = self.fee {
             return Ok(f);

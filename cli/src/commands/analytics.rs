@@ -12,7 +12,7 @@ use aitbc_protocol::client::ChainClient;
 use aitbc_protocol::model::{Event, Job, JobStatus, TxReceipt};
 use aitbc_protocol::scheduler_pb as spb;
 use aitbc_protocol::tx::{Action, SignedTransaction};
-use aitbc_protocol::{Address, Amount};
+use aitbc_protocol::Amount;
 use anyhow::{anyhow, Result};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -664,7 +664,6 @@ async fn latency(ctx: &Ctx, p: Period) -> Result<Report> {
     r.field("block_interval_p50", f(percentile(&intervals, 0.5)))
         .field("block_interval_p99", f(percentile(&intervals, 0.99)));
     // Job submit -> result, from the heights' block times.
-    let times: BTreeMap<u64, u64> = w.block_times.iter().copied().collect();
     let mut submitted: BTreeMap<String, u64> = BTreeMap::new();
     let mut lat = Vec::new();
     for t in &w.txs {
@@ -682,7 +681,6 @@ async fn latency(ctx: &Ctx, p: Period) -> Result<Report> {
             }
         }
     }
-    let _ = times;
     lat.sort_by(f64::total_cmp);
     r.field("jobs_measured", lat.len())
         .field("job_submit_to_result_p50", f(percentile(&lat, 0.5)))
@@ -1076,6 +1074,5 @@ async fn debug(ctx: &Ctx, id: &str) -> Result<Report> {
         }
     }
     r.field("nodes_holding", format!("{holders}/{}", all.len()));
-    let _: Option<Address> = None;
     Ok(r)
 }

@@ -333,8 +333,6 @@ fn replay_rules(r: &mut Report, f: &Facts) -> Result<()> {
         r.text("note: replay needs the whole chain; run reconcile without --period");
         return Ok(());
     }
-    let bid_amounts: BTreeMap<&str, Amount> =
-        f.bids.iter().map(|b| (b.id.as_str(), b.amount)).collect();
     let (mut locked, mut released, mut burned) = (Amount::ZERO, Amount::ZERO, Amount::ZERO);
     for t in f.window.txs.iter().filter(|t| t.applied()) {
         for e in t.events() {
@@ -357,14 +355,10 @@ fn replay_rules(r: &mut Report, f: &Facts) -> Result<()> {
                 | Event::BidCancelled { refunded, .. }
                 | Event::JobRefunded { refunded, .. } => released = sum([released, *refunded]),
                 Event::BidSettled {
-                    bid_id,
-                    paid,
-                    fee_burned,
-                    ..
+                    paid, fee_burned, ..
                 } => {
                     released = sum([released, *paid, *fee_burned]);
                     burned = sum([burned, *fee_burned]);
-                    let _ = bid_amounts.get(bid_id.as_str());
                 }
                 Event::JobSettled {
                     paid, fee_burned, ..

@@ -4,7 +4,6 @@
 //! ports and PIDs; `up` on an existing DIR resumes the same chain.
 
 use crate::cli::DevnetUpArgs;
-use crate::config::Config;
 use crate::context::Ctx;
 use crate::output::Report;
 use crate::password;
@@ -719,6 +718,5 @@ pub async fn status(ctx: &Ctx, dir: Option<&Path>) -> Result<Report> {
             dir.display()
         ));
     }
-    let _unused: Option<Config> = None;
     Ok(r)
 }

@@ -8,7 +8,7 @@ use crate::scan;
 use aitbc_protocol::client::ChainClient;
 use aitbc_protocol::model::TxReceipt;
 use aitbc_protocol::tx::{Action, SignedTransaction};
-use aitbc_protocol::{Address, Amount};
+use aitbc_protocol::Amount;
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -253,9 +253,4 @@ async fn read_window(ctx: &Ctx, url: &str, since: u64) -> Result<(ChainClient, s
     let chain = ctx.chain_at(url).await?;
     let w = scan::window(&chain, since).await?;
     Ok((chain, w))
-}
-
-/// Parses an address argument with a clear message.
-pub fn parse_address(s: &str) -> Result<Address> {
-    Ok(s.parse::<Address>()?)
 }
