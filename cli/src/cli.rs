@@ -428,11 +428,15 @@ pub enum DevnetCmd {
     )]
     Up(DevnetUpArgs),
     /// Which devnet processes run, and the chain's height.
+    #[command(after_help = "Example:\n  aitbc-cli devnet status --dir ~/.aitbc/devnet")]
     Status {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// Stop the processes recorded in DIR/devnet.json (data stays in DIR).
+    #[command(
+        after_help = "Example:\n  aitbc-cli devnet down          # then `aitbc-cli devnet up` resumes the same chain"
+    )]
     Down {
         #[arg(long)]
         dir: Option<PathBuf>,
