@@ -29,6 +29,9 @@ pub struct LedgerApp {
     mempool: Arc<Mempool>,
     block_time: Duration,
     metrics: Arc<NodeMetrics>,
+    /// The last block this node proposed (its data hash and writes). HotStuff hands a leader its
+    /// own proposal to validate; executing it a second time would double the leader's work.
+    last_proposed: Option<(CryptoHash, ledger::Writes)>,
 }
 
 impl LedgerApp {
@@ -45,6 +48,7 @@ impl LedgerApp {
             mempool,
             block_time,
             metrics,
+            last_proposed: None,
         }
     }
 }
@@ -180,6 +184,19 @@ impl LedgerApp {
         let started = Instant::now();
         let block = request.proposed_block();
         let view = request.block_tree();
+        // Our own proposal: the data hash commits to the header (roots included) and thus to
+        // exactly the execution we did when producing it.
+        if let Some((hash, writes)) = &self.last_proposed {
+            if *hash == block.data_hash
+                && block::header_datum_hash(&block.data) == Some(*hash)
+                && block::transactions_match_header(&block.data)
+            {
+                return ValidateBlockResponse::Valid {
+                    app_state_updates: Some(to_updates(writes.clone())),
+                    validator_set_updates: None,
+                };
+            }
+        }
         let Some(expected_data_hash) = block::header_datum_hash(&block.data) else {
             return ValidateBlockResponse::Invalid;
         };
@@ -308,6 +325,7 @@ impl App<RocksStore> for LedgerApp {
         let empty: &[aitbc_protocol::tx::SignedTransaction] =
             if header.tx_count == 0 { &[] } else { &txs };
         let (data, data_hash) = block::encode(&header, empty);
+        self.last_proposed = Some((data_hash, writes.clone()));
         self.metrics
             .observe_produce(started.elapsed(), header.tx_count as u64);
         tracing::debug!(height, txs = header.tx_count, "proposing block");

@@ -54,3 +54,18 @@ pub fn decode(data: &Data) -> Result<(BlockHeader, Vec<SignedTransaction>), Bloc
 pub fn header_datum_hash(data: &Data) -> Option<CryptoHash> {
     data.iter().next().map(|d| data_hash(d.bytes()))
 }
+
+/// Whether the transaction datums are exactly those the header's `tx_root` commits to (hashed
+/// from their bytes, which are their canonical encoding).
+pub fn transactions_match_header(data: &Data) -> bool {
+    let Ok(header) = decode_header(data) else {
+        return false;
+    };
+    let hashes: Vec<Hash> = data
+        .iter()
+        .skip(1)
+        .map(|d| SignedTransaction::hash_of_encoding(d.bytes()))
+        .collect();
+    hashes.len() == header.tx_count as usize
+        && aitbc_protocol::hash::merkle_root(&hashes) == header.tx_root
+}

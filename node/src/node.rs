@@ -239,7 +239,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         .block_sync_trigger_min_view_difference(2)
         .block_sync_trigger_timeout(max_view_time * 3)
         .progress_msg_buffer_capacity(BufferSize::new(64 * 1024 * 1024))
-        .epoch_length(EpochLength::new(50))
+        // hotstuff_rs sets view deadlines cumulatively from the start of an epoch, so a stall
+        // late in a long epoch waits out the whole epoch's budget; short epochs bound that wait.
+        .epoch_length(EpochLength::new(8))
         .max_view_time(max_view_time)
         .log_events(std::env::var("AITBC_HOTSTUFF_LOG").is_ok())
         .build();

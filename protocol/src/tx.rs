@@ -276,7 +276,11 @@ impl SignedTransaction {
     }
     /// The transaction's id: the hash of its full encoding (signature included).
     pub fn hash(&self) -> Hash {
-        Hash::domain("aitbc/tx-hash/v1", &[&self.encode()])
+        Self::hash_of_encoding(&self.encode())
+    }
+    /// The id of the transaction whose canonical encoding is `bytes`.
+    pub fn hash_of_encoding(bytes: &[u8]) -> Hash {
+        Hash::domain("aitbc/tx-hash/v1", &[bytes])
     }
     pub fn verify_signature(&self) -> Result<(), KeyError> {
         self.tx

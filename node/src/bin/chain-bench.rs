@@ -160,7 +160,10 @@ fn start_net(bin: &Path, validators: usize, block_time_ms: u64) -> Result<Net> {
                 .args(["--http-listen", &format!("127.0.0.1:{}", ports[i].2)])
                 .args(["--peer", &peers.join(",")])
                 .args(["--mempool-capacity", "400000"])
-                .env("RUST_LOG", std::env::var("AITBC_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("AITBC_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()?,
