@@ -52,39 +52,30 @@ pub fn genesis_hash(g: &Genesis) -> Hash {
     Hash::domain("aitbc/genesis/v1", &[&json])
 }
 
+fn encoded<T: borsh::BorshSerialize>(value: &T) -> Option<Vec<u8>> {
+    Some(borsh::to_vec(value).expect("borsh encoding into a Vec"))
+}
+
 /// The initial key-value state: allocations, totals, parameters and the initial state root.
 pub fn initial_state(g: &Genesis) -> Result<Writes, GenesisError> {
     validate(g)?;
     let mut w: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-    let enc = |v: &dyn Fn() -> Vec<u8>| Some(v());
     for a in &g.allocations {
         let acct = Account {
             balance: a.amount,
             nonce: 0,
             escrowed: Amount::ZERO,
         };
-        w.insert(
-            keys::account(&a.address),
-            enc(&|| borsh::to_vec(&acct).expect("encode")),
-        );
+        w.insert(keys::account(&a.address), encoded(&acct));
     }
     let totals = Totals {
         genesis_supply: g.total_supply().ok_or(GenesisError::SupplyOverflow)?,
         ..Default::default()
     };
-    w.insert(
-        keys::TOTALS.to_vec(),
-        enc(&|| borsh::to_vec(&totals).expect("encode")),
-    );
+    w.insert(keys::TOTALS.to_vec(), encoded(&totals));
     let params = ChainParams::from_genesis(g);
-    w.insert(
-        keys::PARAMS.to_vec(),
-        enc(&|| borsh::to_vec(&params).expect("encode")),
-    );
+    w.insert(keys::PARAMS.to_vec(), encoded(&params));
     let root = genesis_hash(g);
-    w.insert(
-        keys::STATE_ROOT.to_vec(),
-        enc(&|| borsh::to_vec(&root).expect("encode")),
-    );
+    w.insert(keys::STATE_ROOT.to_vec(), encoded(&root));
     Ok(w)
 }
