@@ -52,9 +52,50 @@ impl FaultSwitch {
     }
 }
 
+/// Capacity of each connection's gossip queue (batches of up to 2048 transactions).
+pub const GOSSIP_QUEUE: usize = 64;
+
+/// Which queue of a connection an envelope goes into.
+#[derive(Clone, Copy)]
+enum Lane {
+    Consensus,
+    Gossip,
+}
+
+/// The sending side of one connection: two queues, drained consensus-first, so that a proposal
+/// or vote never waits behind transaction gossip (a late proposal arrives after its view ended
+/// and is dropped by HotStuff, which then stalls until block sync).
 struct Outbox {
     id: u64,
-    tx: mpsc::Sender<Envelope>,
+    consensus: mpsc::Sender<Envelope>,
+    gossip: mpsc::Sender<Envelope>,
+}
+
+/// Opens the two queues of a new connection and the stream that drains them, consensus first.
+/// The hand-over channel holds one envelope, so at most one gossip batch can be ahead of a
+/// consensus message that arrives later.
+fn lanes() -> (
+    mpsc::Sender<Envelope>,
+    mpsc::Sender<Envelope>,
+    ReceiverStream<Envelope>,
+) {
+    let (consensus, mut crx) = mpsc::channel(PEER_QUEUE);
+    let (gossip, mut grx) = mpsc::channel(GOSSIP_QUEUE);
+    let (out, orx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            let env = tokio::select! {
+                biased;
+                Some(e) = crx.recv() => e,
+                Some(e) = grx.recv() => e,
+                else => break,
+            };
+            if out.send(env).await.is_err() {
+                break;
+            }
+        }
+    });
+    (consensus, gossip, ReceiverStream::new(orx))
 }
 
 struct Shared {
@@ -164,19 +205,23 @@ impl PeerNetwork {
         self.envelope(Kind::Hello, payload)
     }
 
-    fn push(&self, to: &[u8; 32], env: Envelope) {
+    /// Queues `env` for peer `to` on its oldest open connection (one stream per peer keeps that
+    /// peer's messages in order); a full queue drops the message and counts it.
+    fn push(&self, to: &[u8; 32], env: Envelope, lane: Lane) {
         let boxes = self.shared.outboxes.read();
         let mut env = Some(env);
         for ob in boxes.get(to).into_iter().flatten() {
-            match ob.tx.try_send(env.take().expect("envelope present")) {
+            let queue = match lane {
+                Lane::Consensus => &ob.consensus,
+                Lane::Gossip => &ob.gossip,
+            };
+            match queue.try_send(env.take().expect("envelope present")) {
                 Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(e))
-                | Err(mpsc::error::TrySendError::Closed(e)) => env = Some(e),
+                Err(mpsc::error::TrySendError::Full(_)) => break,
+                Err(mpsc::error::TrySendError::Closed(e)) => env = Some(e),
             }
         }
-        if env.is_some() {
-            self.shared.metrics.peer_messages_dropped.inc();
-        }
+        self.shared.metrics.peer_messages_dropped.inc();
     }
 
     /// Queues a transaction for the next gossip batch (see [`Self::flush_gossip_forever`]).
@@ -211,7 +256,7 @@ impl PeerNetwork {
         let env = self.envelope(Kind::Transactions, payload);
         let keys: Vec<[u8; 32]> = self.shared.outboxes.read().keys().copied().collect();
         for k in keys {
-            self.push(&k, env.clone());
+            self.push(&k, env.clone(), Lane::Gossip);
         }
     }
 
@@ -292,14 +337,23 @@ impl PeerNetwork {
         }
     }
 
-    fn register(&self, key: &PublicKey, tx: mpsc::Sender<Envelope>) -> u64 {
+    fn register(
+        &self,
+        key: &PublicKey,
+        consensus: mpsc::Sender<Envelope>,
+        gossip: mpsc::Sender<Envelope>,
+    ) -> u64 {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.shared
             .outboxes
             .write()
             .entry(key.0)
             .or_default()
-            .push(Outbox { id, tx });
+            .push(Outbox {
+                id,
+                consensus,
+                gossip,
+            });
         self.shared.peers_seen.write().insert(key.0, Instant::now());
         self.shared
             .metrics
@@ -359,9 +413,9 @@ impl PeerNetwork {
         let mut client = pb::peer_client::PeerClient::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let (tx, gossip, outbound) = lanes();
         tx.send(self.hello()).await?;
-        let mut inbound = client.exchange(ReceiverStream::new(rx)).await?.into_inner();
+        let mut inbound = client.exchange(outbound).await?.into_inner();
         let first = inbound
             .next()
             .await
@@ -369,7 +423,7 @@ impl PeerNetwork {
         let key = self
             .verify_hello(&first)
             .ok_or("peer sent an invalid hello")?;
-        let id = self.register(&key, tx);
+        let id = self.register(&key, tx, gossip);
         tracing::info!(peer = %addr, key = %key, "connected to peer");
         self.pump(key, inbound).await;
         self.unregister(&key, id);
@@ -411,16 +465,16 @@ impl pb::peer_server::Peer for PeerService {
         let key = net
             .verify_hello(&first)
             .ok_or_else(|| Status::unauthenticated("invalid hello"))?;
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let (tx, gossip, outbound) = lanes();
         tx.send(net.hello())
             .await
             .map_err(|_| Status::internal("stream closed"))?;
-        let id = net.register(&key, tx);
+        let id = net.register(&key, tx, gossip);
         tokio::spawn(async move {
             net.pump(key, inbound).await;
             net.unregister(&key, id);
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+        Ok(Response::new(Box::pin(outbound.map(Ok))))
     }
 }
 
@@ -445,7 +499,7 @@ impl Network for PeerNetwork {
             let env = self.envelope(Kind::Consensus, payload);
             let keys: Vec<[u8; 32]> = self.shared.outboxes.read().keys().copied().collect();
             for k in keys {
-                self.push(&k, env.clone());
+                self.push(&k, env.clone(), Lane::Consensus);
             }
         }
     }
@@ -462,7 +516,7 @@ impl Network for PeerNetwork {
         }
         if let Ok(payload) = message.try_to_vec() {
             let env = self.envelope(Kind::Consensus, payload);
-            self.push(&peer.to_bytes(), env);
+            self.push(&peer.to_bytes(), env, Lane::Consensus);
         }
     }
 
