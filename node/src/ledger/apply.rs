@@ -470,13 +470,10 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                         bid.status.as_str()
                     ))
                 })?;
-                self.release(&bid.bidder, bid.amount)?;
-                bid.status = BidStatus::Rejected;
-                bid.updated_height = self.ctx.height;
-                self.ov.put_bid(&bid);
+                let refunded = self.refund_bid(&mut bid, BidStatus::Rejected)?;
                 self.events.push(Event::BidRejected {
                     bid_id: bid_id.clone(),
-                    refunded: bid.amount,
+                    refunded,
                 });
                 Ok(())
             }
@@ -494,13 +491,10 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                         bid.status.as_str()
                     ))
                 })?;
-                self.release(&bid.bidder, bid.amount)?;
-                bid.status = BidStatus::Cancelled;
-                bid.updated_height = self.ctx.height;
-                self.ov.put_bid(&bid);
+                let refunded = self.refund_bid(&mut bid, BidStatus::Cancelled)?;
                 self.events.push(Event::BidCancelled {
                     bid_id: bid_id.clone(),
-                    refunded: bid.amount,
+                    refunded,
                 });
                 Ok(())
             }
@@ -930,6 +924,15 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
             .listing(&bid.listing_id)?
             .ok_or_else(|| TxError::UnknownListing(bid.listing_id.clone()))?;
         Ok((bid, l))
+    }
+
+    /// Returns a bid's escrow to its bidder and closes it with `status`; returns the amount.
+    fn refund_bid(&mut self, bid: &mut Bid, status: BidStatus) -> Result<Amount, TxError> {
+        self.release(&bid.bidder, bid.amount)?;
+        bid.status = status;
+        bid.updated_height = self.ctx.height;
+        self.ov.put_bid(bid);
+        Ok(bid.amount)
     }
 
     fn refund_job(&mut self, job: &mut Job) -> Result<(), TxError> {
