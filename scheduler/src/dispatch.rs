@@ -1015,46 +1015,53 @@ async fn report(s: &Arc<Scheduler>, id: &str, receipt: SignedJobReceipt) -> Resu
 
 /// SettleJob; a job already settled counts as done.
 pub async fn settle(s: &Arc<Scheduler>, id: &str) -> Result<(), String> {
-    match s
-        .sender
-        .send_and_wait(Action::SettleJob { job_id: id.into() }, s.config.tx_timeout)
-        .await
-    {
-        Ok(c) => {
-            s.metrics.settled.inc();
-            tracing::info!(job = %id, tx = %c.hash, "settled");
-            update(s, id, |r| {
-                r.phase = Phase::Settled;
-                r.chain_status = "settled".into();
-                r.settlement_tx = Some(c.hash.to_hex());
-            });
-            Ok(())
-        }
-        Err(e) => {
-            let job = s.chain.job(id).await.map_err(|e| e.to_string())?;
-            sync_record(s, &job);
-            match job.status {
-                JobStatus::Settled | JobStatus::Refunded => Ok(()),
-                _ => Err(format!("SettleJob: {e}")),
-            }
-        }
-    }
+    release_escrow(s, id, Release::Settle).await
 }
 
 /// RefundJob; a job already refunded (or settled) counts as done.
 pub async fn refund(s: &Arc<Scheduler>, id: &str) -> Result<(), String> {
-    match s
-        .sender
-        .send_and_wait(Action::RefundJob { job_id: id.into() }, s.config.tx_timeout)
-        .await
-    {
+    release_escrow(s, id, Release::Refund).await
+}
+
+/// Which way a job's escrow leaves it: to the provider or back to the customer.
+#[derive(Clone, Copy)]
+enum Release {
+    Settle,
+    Refund,
+}
+
+/// Sends SettleJob or RefundJob and records the outcome. Either way the escrow is released at
+/// most once on chain, so a job found already settled or refunded counts as done.
+async fn release_escrow(s: &Arc<Scheduler>, id: &str, how: Release) -> Result<(), String> {
+    let (action, name, phase, status) = match how {
+        Release::Settle => (
+            Action::SettleJob { job_id: id.into() },
+            "SettleJob",
+            Phase::Settled,
+            "settled",
+        ),
+        Release::Refund => (
+            Action::RefundJob { job_id: id.into() },
+            "RefundJob",
+            Phase::Refunded,
+            "refunded",
+        ),
+    };
+    match s.sender.send_and_wait(action, s.config.tx_timeout).await {
         Ok(c) => {
-            s.metrics.refunds.inc();
-            tracing::info!(job = %id, tx = %c.hash, "refunded");
+            match how {
+                Release::Settle => s.metrics.settled.inc(),
+                Release::Refund => s.metrics.refunds.inc(),
+            };
+            tracing::info!(job = %id, tx = %c.hash, "{status}");
             update(s, id, |r| {
-                r.phase = Phase::Refunded;
-                r.chain_status = "refunded".into();
-                r.refund_tx = Some(c.hash.to_hex());
+                r.phase = phase;
+                r.chain_status = status.into();
+                let tx = Some(c.hash.to_hex());
+                match how {
+                    Release::Settle => r.settlement_tx = tx,
+                    Release::Refund => r.refund_tx = tx,
+                }
             });
             Ok(())
         }
@@ -1063,7 +1070,7 @@ pub async fn refund(s: &Arc<Scheduler>, id: &str) -> Result<(), String> {
             sync_record(s, &job);
             match job.status {
                 JobStatus::Settled | JobStatus::Refunded => Ok(()),
-                _ => Err(format!("RefundJob: {e}")),
+                _ => Err(format!("{name}: {e}")),
             }
         }
     }
