@@ -72,6 +72,11 @@ pub(crate) struct HotStuff<N: Network> {
     view_info: ViewInfo,
     proposal_status: ProposalStatus,
     phase_vote_collectors: ActiveCollectorPair<PhaseVoteCollector>,
+    /// AITBC patch: a certificate collected for a block not inserted yet.
+    pending_pc: Option<crate::hotstuff::types::PhaseCertificate>,
+    /// AITBC patch: proposals whose parent block was missing when they arrived, kept (at most
+    /// `MAX_ORPHAN_PROPOSALS`, oldest dropped first) until the parent is inserted.
+    orphan_proposals: std::collections::VecDeque<(VerifyingKey, Proposal)>,
     sender_handle: SenderHandle<N>,
     validator_set_update_handle: ValidatorSetUpdateHandle<N>,
     event_publisher: Option<Sender<Event>>,
@@ -98,6 +103,8 @@ impl<N: Network> HotStuff<N> {
             view_info,
             proposal_status,
             phase_vote_collectors,
+            pending_pc: None,
+            orphan_proposals: std::collections::VecDeque::new(),
             sender_handle,
             validator_set_update_handle,
             event_publisher,
@@ -301,6 +308,32 @@ impl<N: Network> HotStuff<N> {
         // 1. If Proposal or Nudge received, check if the sender is a proposer for this view,
         // and check if the replica is still accepting nudges and proposals. If the checks
         // fail, ignore the message.
+        // AITBC patch: a proposal for a view this replica has already left (it was carried past
+        // it by a certificate before the proposal arrived) is still worth its block.
+        if let HotStuffMessage::Proposal(proposal) = &msg {
+            if proposal.view < self.view_info.view {
+                let proposal = proposal.clone();
+                self.on_receive_late_proposal(proposal, origin, block_tree, app)?;
+                return self.adopt_orphan_proposals(block_tree, app);
+            }
+        }
+        let is_proposal = matches!(msg, HotStuffMessage::Proposal(_));
+        self.dispatch_msg(msg, origin, block_tree, app)?;
+        if is_proposal {
+            self.adopt_orphan_proposals(block_tree, app)?;
+        }
+        Ok(())
+    }
+
+    /// AITBC patch: the body of upstream's `on_receive_msg`, unchanged.
+    fn dispatch_msg<K: KVStore>(
+        &mut self,
+        msg: HotStuffMessage,
+        origin: &VerifyingKey,
+        block_tree: &mut BlockTreeSingleton<K>,
+        app: &mut impl App<K>,
+    ) -> Result<(), HotStuffError> {
+
         if matches!(msg, HotStuffMessage::Proposal(_)) || matches!(msg, HotStuffMessage::Nudge(_)) {
             let validator_set_state = block_tree.validator_set_state()?;
 
@@ -357,6 +390,7 @@ impl<N: Network> HotStuff<N> {
         if !proposal.block.is_correct(block_tree)?
             || !safe_block(&proposal.block, block_tree, self.config.chain_id)?
         {
+            self.keep_if_orphan(&proposal, origin, block_tree);
             // Ensure that proposals or nudges from this leader should no longer be accepted in this view.
             match self.proposal_status {
                 ProposalStatus::WaitingForProposal => {
@@ -400,6 +434,10 @@ impl<N: Network> HotStuff<N> {
                 block_tree.update(&proposal.block.justify, &self.event_publisher)?;
 
             if let Some(vs_updates) = committed_validator_set_updates {
+                self.validator_set_update_handle
+                    .update_validator_set(vs_updates)
+            }
+            if let Some(vs_updates) = self.apply_pending_pc(block_tree)? {
                 self.validator_set_update_handle
                     .update_validator_set(vs_updates)
             }
@@ -468,6 +506,158 @@ impl<N: Network> HotStuff<N> {
     /// # Specification
     ///
     /// [On Receive Nudge](super::sequence_flow#on-receive-nudge).
+    /// AITBC patch: inserts the block of a proposal for a past view, without voting (the
+    /// replica has left that view, and votes only in its current one). This is what block sync
+    /// would do for the same block, minus the round trip: the block must be correct, extend a
+    /// safe certificate and be valid for the app.
+    fn on_receive_late_proposal<K: KVStore>(
+        &mut self,
+        proposal: Proposal,
+        origin: &VerifyingKey,
+        block_tree: &mut BlockTreeSingleton<K>,
+        app: &mut impl App<K>,
+    ) -> Result<(), HotStuffError> {
+        let validator_set_state = block_tree.validator_set_state()?;
+        if !is_proposer(origin, proposal.view, &validator_set_state)
+            || block_tree.contains(&proposal.block.hash)
+        {
+            return Ok(());
+        }
+        if !proposal.block.is_correct(block_tree)?
+            || !safe_block(&proposal.block, block_tree, self.config.chain_id)?
+        {
+            self.keep_if_orphan(&proposal, origin, block_tree);
+            return Ok(());
+        }
+
+        let parent_block = if proposal.block.justify.is_genesis_pc() {
+            None
+        } else {
+            Some(&proposal.block.justify.block)
+        };
+        let validate_block_request =
+            ValidateBlockRequest::new(&proposal.block, block_tree.app_view(parent_block)?);
+        let ValidateBlockResponse::Valid {
+            app_state_updates,
+            validator_set_updates,
+        } = app.validate_block(validate_block_request)
+        else {
+            return Ok(());
+        };
+
+        block_tree.insert(
+            &proposal.block,
+            app_state_updates.as_ref(),
+            validator_set_updates.as_ref(),
+        )?;
+        Event::InsertBlock(InsertBlockEvent {
+            timestamp: SystemTime::now(),
+            block: proposal.block.clone(),
+        })
+        .publish(&self.event_publisher);
+
+        let committed_validator_set_updates =
+            block_tree.update(&proposal.block.justify, &self.event_publisher)?;
+        if let Some(vs_updates) = committed_validator_set_updates {
+            self.validator_set_update_handle
+                .update_validator_set(vs_updates)
+        }
+        if let Some(vs_updates) = self.apply_pending_pc(block_tree)? {
+            self.validator_set_update_handle
+                .update_validator_set(vs_updates)
+        }
+
+        let validator_set_state = block_tree.validator_set_state()?;
+        let _ = self
+            .phase_vote_collectors
+            .update_validator_sets(&validator_set_state);
+        Ok(())
+    }
+
+    /// AITBC patch: keeps a proposal that failed its checks only because its parent block is
+    /// not in the tree yet (its parent's proposal is late, or was rejected for the same reason).
+    fn keep_if_orphan<K: KVStore>(
+        &mut self,
+        proposal: &Proposal,
+        origin: &VerifyingKey,
+        block_tree: &BlockTreeSingleton<K>,
+    ) {
+        let justify = &proposal.block.justify;
+        if justify.is_genesis_pc() || block_tree.contains(&justify.block) {
+            return;
+        }
+        if self
+            .orphan_proposals
+            .iter()
+            .any(|(_, kept)| kept.block.hash == proposal.block.hash)
+        {
+            return;
+        }
+        if self.orphan_proposals.len() == MAX_ORPHAN_PROPOSALS {
+            self.orphan_proposals.pop_front();
+        }
+        self.orphan_proposals.push_back((*origin, proposal.clone()));
+    }
+
+    /// AITBC patch: handles kept proposals whose parent has been inserted since, parents before
+    /// children: one for the current view as if it had just arrived (so the replica still votes
+    /// for it), older ones as late proposals. Proposals for views more than `MAX_ORPHAN_AGE`
+    /// behind are dropped.
+    fn adopt_orphan_proposals<K: KVStore>(
+        &mut self,
+        block_tree: &mut BlockTreeSingleton<K>,
+        app: &mut impl App<K>,
+    ) -> Result<(), HotStuffError> {
+        let cur_view = self.view_info.view;
+        self.orphan_proposals
+            .retain(|(_, p)| p.view.int() + MAX_ORPHAN_AGE >= cur_view.int());
+        while let Some(index) = self
+            .orphan_proposals
+            .iter()
+            .position(|(_, p)| block_tree.contains(&p.block.justify.block))
+        {
+            let Some((origin, proposal)) = self.orphan_proposals.remove(index) else {
+                break;
+            };
+            if block_tree.contains(&proposal.block.hash) {
+                continue;
+            }
+            if proposal.view == self.view_info.view {
+                let validator_set_state = block_tree.validator_set_state()?;
+                if is_proposer(&origin, proposal.view, &validator_set_state) {
+                    self.on_receive_proposal(proposal, &origin, block_tree, app)?;
+                }
+            } else if proposal.view < self.view_info.view {
+                self.on_receive_late_proposal(proposal, &origin, block_tree, app)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// AITBC patch: applies the certificate kept by `on_receive_phase_vote` once its block is in
+    /// the tree.
+    fn apply_pending_pc<K: KVStore>(
+        &mut self,
+        block_tree: &mut BlockTreeSingleton<K>,
+    ) -> Result<Option<crate::types::update_sets::ValidatorSetUpdates>, HotStuffError> {
+        let Some(pc) = self.pending_pc.take() else {
+            return Ok(None);
+        };
+        if !block_tree.contains(&pc.block) {
+            self.pending_pc = Some(pc);
+            return Ok(None);
+        }
+        if !safe_pc(&pc, block_tree, self.config.chain_id)? {
+            return Ok(None);
+        }
+        Event::CollectPC(CollectPCEvent {
+            timestamp: SystemTime::now(),
+            phase_certificate: pc.clone(),
+        })
+        .publish(&self.event_publisher);
+        Ok(block_tree.update(&pc, &self.event_publisher)?)
+    }
+
     fn on_receive_nudge<K: KVStore>(
         &mut self,
         nudge: Nudge,
@@ -595,9 +785,17 @@ impl<N: Network> HotStuff<N> {
                 .publish(&self.event_publisher);
 
                 // If the newly collected PC is not correct or not safe, then ignore it and return.
-                if !new_pc.is_correct(block_tree)?
-                    || !safe_pc(&new_pc, block_tree, self.config.chain_id)?
-                {
+                if !new_pc.is_correct(block_tree)? {
+                    return Ok(());
+                }
+                // AITBC patch: votes can outrun the proposal they vote for. A correct
+                // certificate for a block this replica has not inserted yet is kept and applied
+                // once the block arrives, instead of being lost with the votes it consumed.
+                if !new_pc.is_genesis_pc() && !block_tree.contains(&new_pc.block) {
+                    self.pending_pc = Some(new_pc);
+                    return Ok(());
+                }
+                if !safe_pc(&new_pc, block_tree, self.config.chain_id)? {
                     return Ok(());
                 }
 
@@ -668,6 +866,12 @@ impl<N: Network> HotStuff<N> {
 }
 
 /// Configuration parameters for the [`HotStuff`] struct.
+/// AITBC patch: bound on `HotStuff::orphan_proposals`.
+const MAX_ORPHAN_PROPOSALS: usize = 32;
+
+/// AITBC patch: orphan proposals more than this many views old are dropped.
+const MAX_ORPHAN_AGE: u64 = 64;
+
 #[derive(Clone)]
 pub(crate) struct HotStuffConfiguration {
     /// The Chain ID of the blockchain that the current replica is to track.

@@ -139,8 +139,16 @@ impl ProgressMessageStub {
         cur_view: ViewNumber,
         deadline: Instant,
     ) -> Result<(VerifyingKey, ProgressMessage), ProgressMessageReceiveError> {
-        // Clear buffer of messages with views lower than the current one.
+        // Clear buffer of messages with views lower than the current one (AITBC patch: proposals
+        // among them are kept as late proposals, see below).
         self.msg_buffer.remove_expired_msgs(cur_view);
+
+        // AITBC patch: late proposals go first, oldest view first, so that a replica that was
+        // carried past a view by a certificate still inserts the certified block before it
+        // handles proposals that extend it.
+        if let Some((sender, msg)) = self.msg_buffer.late_proposals.pop_front() {
+            return Ok((sender, msg));
+        }
 
         // Try to get buffered messages for the current view.
         if let Some((sender, msg)) = self.msg_buffer.get_msg(&cur_view) {
@@ -181,8 +189,10 @@ impl ProgressMessageStub {
                     // 2. If it is a Pacemaker message for the current view or a future view, or
                     // 3. If it is a BlockSyncAdvertise message.
                     let return_msg = match &msg {
+                        // AITBC patch: a proposal for a past view is returned as a late proposal
+                        // (HotStuff inserts its block without voting) instead of being dropped.
                         ProgressMessage::HotStuffMessage(hotstuff_msg) => {
-                            hotstuff_msg.view() == cur_view
+                            hotstuff_msg.view() == cur_view || is_proposal(hotstuff_msg)
                         }
                         ProgressMessage::PacemakerMessage(pacemaker_msg) => {
                             pacemaker_msg.view() >= cur_view
@@ -219,6 +229,16 @@ struct ProgressMessageBuffer {
     buffer_capacity: BufferSize,
     buffer: BTreeMap<ViewNumber, VecDeque<(VerifyingKey, ProgressMessage)>>,
     buffer_size: BufferSize,
+    /// AITBC patch: proposals that were buffered for a view the replica has since left, oldest
+    /// view first, at most `MAX_LATE_PROPOSALS`.
+    late_proposals: VecDeque<(VerifyingKey, ProgressMessage)>,
+}
+
+/// AITBC patch: how many late proposals are kept; older ones are dropped first.
+const MAX_LATE_PROPOSALS: usize = 16;
+
+fn is_proposal(msg: &crate::hotstuff::messages::HotStuffMessage) -> bool {
+    matches!(msg, crate::hotstuff::messages::HotStuffMessage::Proposal(_))
 }
 
 impl ProgressMessageBuffer {
@@ -228,6 +248,7 @@ impl ProgressMessageBuffer {
             buffer_capacity,
             buffer: BTreeMap::new(),
             buffer_size: BufferSize::new(0),
+            late_proposals: VecDeque::new(),
         }
     }
 
@@ -289,10 +310,21 @@ impl ProgressMessageBuffer {
     /// If there are messages for this view in the buffer, remove and return the message at the front
     /// of the queue.
     fn get_msg(&mut self, view: &ViewNumber) -> Option<(VerifyingKey, ProgressMessage)> {
-        self.buffer
+        let msg = self
+            .buffer
             .get_mut(view)
             .map(|msg_queue| msg_queue.pop_front())
-            .flatten()
+            .flatten();
+        // AITBC patch: taking a message out frees its space (upstream never did, so the buffer
+        // counted every message it had ever held).
+        if let Some((_, msg)) = &msg {
+            self.release(mem::size_of::<VerifyingKey>() as u64 + msg.size());
+        }
+        msg
+    }
+
+    fn release(&mut self, bytes: u64) {
+        self.buffer_size = BufferSize::new(self.buffer_size.int().saturating_sub(bytes));
     }
 
     /// Given the number of bytes that need to be removed, removes just enough highest-viewed messages
@@ -342,7 +374,20 @@ impl ProgressMessageBuffer {
 
     /// Remove all messages for views less than the current view.
     fn remove_expired_msgs(&mut self, cur_view: ViewNumber) {
-        self.buffer = self.buffer.split_off(&cur_view)
+        let current_and_future = self.buffer.split_off(&cur_view);
+        let expired = mem::replace(&mut self.buffer, current_and_future);
+        let verifying_key_size = mem::size_of::<VerifyingKey>() as u64;
+        for (_, msgs) in expired {
+            for (sender, msg) in msgs {
+                self.release(verifying_key_size + msg.size());
+                if matches!(&msg, ProgressMessage::HotStuffMessage(m) if is_proposal(m)) {
+                    if self.late_proposals.len() == MAX_LATE_PROPOSALS {
+                        self.late_proposals.pop_front();
+                    }
+                    self.late_proposals.push_back((sender, msg));
+                }
+            }
+        }
     }
 }
 
