@@ -19,8 +19,11 @@ lint:
 build-bins:
 	$(CARGO) build --workspace --bins
 
+## The vendored hotstuff_rs (third_party/, outside the workspace) carries our patches; its unit
+## tests, ours included, run here too.
 unit-and-integration:
 	$(CARGO) nextest run --workspace --profile ci
+	$(CARGO) test -p hotstuff_rs --lib
 
 ## A local network: validators, GPU agents (simulated unless NVML finds GPUs) and the scheduler.
 devnet:

@@ -5,7 +5,7 @@ use crate::ledger::{self, apply_block, keys, BlockContext, TxError};
 use crate::mempool::MempoolError;
 use crate::p2p::PeerNetwork;
 use aitbc_protocol::hash::merkle_proof;
-use aitbc_protocol::model::{AgentRecord, Bid, Job, Listing, Totals, TxReceipt};
+use aitbc_protocol::model::{Account, AgentRecord, Bid, Job, Listing, Totals, TxReceipt};
 use aitbc_protocol::pb::{self, chain_server::Chain as ChainApi};
 use aitbc_protocol::tx::SignedTransaction;
 use aitbc_protocol::{Address, Amount, Hash, PublicKey};
@@ -119,36 +119,60 @@ impl ChainService {
     /// Admits a decoded transaction to the mempool, after the checks that can be made now.
     /// Shared by the API and the peer gossip path.
     pub fn admit(chain: &Chain, stx: SignedTransaction, dry_run: bool) -> Result<Hash, Status> {
-        let signature_ok = stx.verify_signature().is_ok();
-        Self::admit_checked(chain, stx, signature_ok, dry_run)
+        Self::admit_batch(chain, vec![stx], dry_run)
+            .pop()
+            .unwrap_or_else(|| Err(Status::internal("no admission result")))
     }
 
-    /// Admits many transactions, batch-verifying their signatures first (one result each).
+    /// Admits many transactions (one result each). The checks that cost no signature
+    /// verification come first, so duplicates (gossip echoes) and stale nonces are refused
+    /// without one; the rest are batch-verified together.
     pub fn admit_batch(
         chain: &Chain,
         txs: Vec<SignedTransaction>,
         dry_run: bool,
     ) -> Vec<Result<Hash, Status>> {
-        let valid = ledger::signatures_valid(&txs);
-        txs.into_iter()
-            .zip(valid)
-            .map(|(stx, ok)| Self::admit_checked(chain, stx, ok, dry_run))
-            .collect()
+        let mut results: Vec<Result<Hash, Status>> = Vec::with_capacity(txs.len());
+        let mut slots = Vec::new();
+        let mut to_verify = Vec::new();
+        let mut accounts = Vec::new();
+        for stx in txs {
+            match Self::precheck(chain, &stx) {
+                Ok((hash, acct)) => {
+                    slots.push((results.len(), hash));
+                    results.push(Ok(hash));
+                    to_verify.push(stx);
+                    accounts.push(acct);
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let valid = ledger::signatures_valid(&to_verify);
+        for (((slot, hash), stx), (acct, ok)) in slots
+            .into_iter()
+            .zip(to_verify)
+            .zip(accounts.into_iter().zip(valid))
+        {
+            results[slot] = if ok {
+                Self::admit_verified(chain, stx, hash, acct, dry_run)
+            } else {
+                Err(tx_error_status(&TxError::BadSignature))
+            };
+        }
+        results
     }
 
-    fn admit_checked(
-        chain: &Chain,
-        stx: SignedTransaction,
-        signature_ok: bool,
-        dry_run: bool,
-    ) -> Result<Hash, Status> {
-        ledger::check_envelope(&stx, &chain.params).map_err(|e| tx_error_status(&e))?;
-        if !signature_ok {
-            return Err(tx_error_status(&TxError::BadSignature));
-        }
+    /// Everything that can be refused before the signature is checked: chain id, fee, already
+    /// pending, nonce already used, fee not covered.
+    fn precheck(chain: &Chain, stx: &SignedTransaction) -> Result<(Hash, Account), Status> {
+        ledger::check_envelope(stx, &chain.params).map_err(|e| tx_error_status(&e))?;
         let hash = stx.hash();
-        let sender = stx.tx.sender_address();
-        let acct = chain.account(&sender);
+        if chain.mempool.contains(&hash) {
+            return Err(Status::already_exists(
+                MempoolError::Duplicate(hash).to_string(),
+            ));
+        }
+        let acct = chain.account(&stx.tx.sender_address());
         if stx.tx.nonce < acct.nonce {
             return Err(tx_error_status(&TxError::StaleNonce {
                 expected: acct.nonce,
@@ -161,6 +185,17 @@ impl ChainService {
                 needed: stx.tx.fee,
             }));
         }
+        Ok((hash, acct))
+    }
+
+    /// Admits a transaction that passed [`Self::precheck`] and whose signature verified.
+    fn admit_verified(
+        chain: &Chain,
+        stx: SignedTransaction,
+        hash: Hash,
+        acct: Account,
+        dry_run: bool,
+    ) -> Result<Hash, Status> {
         // When nothing of the sender is pending before it, the transaction's outcome on the
         // committed state is what it will most likely be: refuse it now with the reason.
         if dry_run && stx.tx.nonce == acct.nonce {

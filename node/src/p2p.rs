@@ -266,7 +266,7 @@ impl PeerNetwork {
         let sig: [u8; 64] = env.signature.as_slice().try_into().ok()?;
         let key = PublicKey(sender);
         let ok = key
-            .verify(
+            .verify_cached(
                 &signing_bytes(&self.shared.chain_id, env.kind, &env.payload),
                 &Signature(sig),
             )

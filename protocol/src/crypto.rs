@@ -33,6 +33,15 @@ impl PublicKey {
         vk.verify(message, &ed25519_dalek::Signature::from_bytes(&sig.0))
             .map_err(|_| KeyError::BadSignature)
     }
+    /// [`Self::verify`] with the decompressed key taken from the cache of recently seen keys
+    /// (see [`verify_batch_cached`]): for keys seen over and over, such as peers'.
+    pub fn verify_cached(&self, message: &[u8], sig: &Signature) -> Result<(), KeyError> {
+        let vk = key_cache::decompress_all(std::slice::from_ref(self))?
+            .pop()
+            .ok_or(KeyError::InvalidPoint)?;
+        vk.verify(message, &ed25519_dalek::Signature::from_bytes(&sig.0))
+            .map_err(|_| KeyError::BadSignature)
+    }
     pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
         ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPoint)
     }
@@ -222,26 +231,156 @@ impl<'de> Deserialize<'de> for Address {
 }
 
 /// Verifies many (message, signature, key) triples at once with ed25519 batch verification.
-/// Returns `Ok` only when all verify.
+/// Returns `Ok` only when all verify. Every key is decompressed (a square root on the curve,
+/// about a third of a verification); see [`verify_batch_cached`] for repeated senders.
 pub fn verify_batch(
     messages: &[&[u8]],
     sigs: &[Signature],
     keys: &[PublicKey],
 ) -> Result<(), KeyError> {
-    let sigs: Vec<ed25519_dalek::Signature> = sigs
-        .iter()
-        .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
-        .collect();
     let keys = keys
         .iter()
         .map(|k| k.verifying_key())
         .collect::<Result<Vec<_>, _>>()?;
-    ed25519_dalek::verify_batch(messages, &sigs, &keys).map_err(|_| KeyError::BadSignature)
+    verify_batch_with(messages, sigs, &keys)
+}
+
+/// [`verify_batch`], with decompressed keys taken from (and added to) a process-wide cache of
+/// recently seen keys. A node verifies the same senders over and over; the cache saves one
+/// point decompression per signature. Same result as [`verify_batch`] for every input.
+pub fn verify_batch_cached(
+    messages: &[&[u8]],
+    sigs: &[Signature],
+    keys: &[PublicKey],
+) -> Result<(), KeyError> {
+    let keys = key_cache::decompress_all(keys)?;
+    verify_batch_with(messages, sigs, &keys)
+}
+
+fn verify_batch_with(
+    messages: &[&[u8]],
+    sigs: &[Signature],
+    keys: &[ed25519_dalek::VerifyingKey],
+) -> Result<(), KeyError> {
+    let sigs: Vec<ed25519_dalek::Signature> = sigs
+        .iter()
+        .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
+        .collect();
+    ed25519_dalek::verify_batch(messages, &sigs, keys).map_err(|_| KeyError::BadSignature)
+}
+
+/// Decompressed public keys, bounded: when full it is emptied and refills with the keys in use.
+mod key_cache {
+    use super::{KeyError, PublicKey};
+    use ed25519_dalek::VerifyingKey;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    const CAPACITY: usize = 1 << 16;
+
+    fn cache() -> &'static Mutex<HashMap<[u8; 32], VerifyingKey>> {
+        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+        CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    pub(super) fn decompress_all(keys: &[PublicKey]) -> Result<Vec<VerifyingKey>, KeyError> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        {
+            let map = cache()
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (i, k) in keys.iter().enumerate() {
+                match map.get(&k.0) {
+                    Some(vk) => out.push(Some(*vk)),
+                    None => {
+                        out.push(None);
+                        missing.push(i);
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            // Decompress outside the lock; invalid keys are never cached.
+            let mut fresh = Vec::with_capacity(missing.len());
+            for &i in &missing {
+                let vk = keys[i].verifying_key()?;
+                out[i] = Some(vk);
+                fresh.push((keys[i].0, vk));
+            }
+            let mut map = cache()
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if map.len() + fresh.len() > CAPACITY {
+                map.clear();
+            }
+            map.extend(fresh);
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_batch_verification_agrees_with_uncached() {
+        let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+        let msgs: Vec<Vec<u8>> = (0..16u8).map(|i| vec![i; 40]).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+        let signer = |i: usize| &keys[i % keys.len()];
+        let mut sigs: Vec<Signature> = (0..msgs.len()).map(|i| signer(i).sign(&msgs[i])).collect();
+        let pubs: Vec<PublicKey> = (0..msgs.len()).map(|i| signer(i).public()).collect();
+        // Twice: the second run takes every key from the cache.
+        for _ in 0..2 {
+            assert_eq!(verify_batch(&refs, &sigs, &pubs), Ok(()));
+            assert_eq!(verify_batch_cached(&refs, &sigs, &pubs), Ok(()));
+        }
+        sigs[5].0[0] ^= 1;
+        assert_eq!(
+            verify_batch(&refs, &sigs, &pubs),
+            Err(KeyError::BadSignature)
+        );
+        assert_eq!(
+            verify_batch_cached(&refs, &sigs, &pubs),
+            Err(KeyError::BadSignature)
+        );
+        sigs[5] = signer(5).sign(&msgs[5]);
+        // A signature by the wrong (cached) key fails too.
+        sigs[6] = signer(7).sign(&msgs[6]);
+        assert_eq!(
+            verify_batch_cached(&refs, &sigs, &pubs),
+            Err(KeyError::BadSignature)
+        );
+        sigs[6] = signer(6).sign(&msgs[6]);
+        assert_eq!(pubs[6].verify_cached(&msgs[6], &sigs[6]), Ok(()));
+        assert_eq!(
+            pubs[6].verify_cached(&msgs[7], &sigs[6]),
+            Err(KeyError::BadSignature)
+        );
+        // A key that is not a curve point is refused and never cached.
+        let mut bad = pubs.clone();
+        bad[3] = PublicKey(invalid_point());
+        for _ in 0..2 {
+            assert_eq!(
+                verify_batch(&refs, &sigs, &bad),
+                Err(KeyError::InvalidPoint)
+            );
+            assert_eq!(
+                verify_batch_cached(&refs, &sigs, &bad),
+                Err(KeyError::InvalidPoint)
+            );
+        }
+    }
+
+    /// 32 bytes that do not decompress to an ed25519 point.
+    fn invalid_point() -> [u8; 32] {
+        (0u8..=255)
+            .map(|b| [b; 32])
+            .find(|bytes| ed25519_dalek::VerifyingKey::from_bytes(bytes).is_err())
+            .expect("some constant byte string is not a point")
+    }
 
     #[test]
     fn address_round_trips_and_rejects_typos() {

@@ -7,7 +7,7 @@
 //! ```
 
 use aitbc_protocol::client::ChainClient;
-use aitbc_protocol::crypto::verify_batch;
+use aitbc_protocol::crypto::{verify_batch, verify_batch_cached};
 use aitbc_protocol::tx::{Action, SignedTransaction, Transaction};
 use aitbc_protocol::{Amount, Hash, Keypair};
 use anyhow::{bail, Context, Result};
@@ -73,8 +73,9 @@ fn signed_transfers(n: usize) -> Vec<SignedTransaction> {
         .collect()
 }
 
-/// Signatures verified per second on one core: (single, batched in blocks of 512).
-fn crypto_bound() -> (f64, f64) {
+/// Signatures verified per second on one core: single, batched in blocks of 512, and batched
+/// with the sender's key already decompressed (the node's key cache; one sender here).
+fn crypto_bound() -> (f64, f64, f64) {
     let txs = signed_transfers(8192);
     let msgs: Vec<Vec<u8>> = txs.iter().map(|t| t.tx.signing_bytes()).collect();
     let start = Instant::now();
@@ -92,7 +93,15 @@ fn crypto_bound() -> (f64, f64) {
         verify_batch(&m, &s, &k).expect("valid batch");
     }
     let batch = txs.len() as f64 / start.elapsed().as_secs_f64();
-    (single, batch)
+    let start = Instant::now();
+    for chunk in (0..txs.len()).collect::<Vec<_>>().chunks(512) {
+        let m: Vec<&[u8]> = chunk.iter().map(|&i| msgs[i].as_slice()).collect();
+        let s: Vec<_> = chunk.iter().map(|&i| txs[i].signature).collect();
+        let k: Vec<_> = chunk.iter().map(|&i| txs[i].tx.sender).collect();
+        verify_batch_cached(&m, &s, &k).expect("valid batch");
+    }
+    let cached = txs.len() as f64 / start.elapsed().as_secs_f64();
+    (single, batch, cached)
 }
 
 fn free_port() -> Result<u16> {
@@ -376,8 +385,11 @@ async fn run_rate(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let (single, batch) = crypto_bound();
-    println!("crypto: ed25519 verify on one core: {single:.0} sig/s single, {batch:.0} sig/s batched (512)");
+    let (single, batch, cached) = crypto_bound();
+    println!(
+        "crypto: ed25519 verify on one core: {single:.0} sig/s single, {batch:.0} sig/s batched (512), \
+         {cached:.0} sig/s batched with cached keys"
+    );
     if args.crypto_only {
         return Ok(());
     }
@@ -412,14 +424,15 @@ async fn main() -> Result<()> {
         let chain_id = clients[0].status().await?.chain_id;
         let keys = fund(&clients[0], &net.ops, args.senders, &chain_id).await?;
         let mut nonces = vec![0u64; keys.len()];
-        let bound = if v == 1 {
-            batch
-        } else {
-            2.0 * batch / v as f64
-        };
+        let cores = if v == 1 { 1.0 } else { 2.0 };
+        let bound = cores * batch / v as f64;
+        // The nodes cache decompressed sender keys, so their verification can beat `batch`;
+        // this is the bound at the cached-key rate.
+        let cached_bound = cores * cached / v as f64;
         println!();
         println!(
-            "validators: {v}  submission batch: {}  block time: {} ms  crypto bound: {bound:.0} tx/s ({})",
+            "validators: {v}  submission batch: {}  block time: {} ms  crypto bound: {bound:.0} tx/s ({}); \
+             at the cached-key rate: {cached_bound:.0} tx/s",
             args.batch,
             args.block_time_ms,
             if v == 1 {
@@ -429,8 +442,15 @@ async fn main() -> Result<()> {
             }
         );
         println!(
-            "{:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9}",
-            "offered", "submitted", "committed", "tx/s", "of bound", "p50 ms", "p99 ms"
+            "{:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>9} {:>9}",
+            "offered",
+            "submitted",
+            "committed",
+            "tx/s",
+            "of bound",
+            "of cached",
+            "p50 ms",
+            "p99 ms"
         );
         for &rate in &args.rates {
             let r = run_rate(
@@ -444,12 +464,13 @@ async fn main() -> Result<()> {
             )
             .await?;
             println!(
-                "{:>9} {:>9} {:>9} {:>11.0} {:>8.1}% {:>9.1} {:>9.1}",
+                "{:>9} {:>9} {:>9} {:>11.0} {:>8.1}% {:>9.1}% {:>9.1} {:>9.1}",
                 r.offered,
                 r.submitted,
                 r.committed,
                 r.tps,
                 100.0 * r.tps / bound,
+                100.0 * r.tps / cached_bound,
                 r.p50_ms,
                 r.p99_ms
             );

@@ -23,7 +23,7 @@ impl ChainParams {
             marketplace_fee_bps: g.marketplace_fee_bps,
             default_job_deadline_blocks: g.default_job_deadline_blocks,
             schedulers: g.schedulers.clone(),
-            max_block_txs: 1000,
+            max_block_txs: 4000,
         }
     }
 }

@@ -192,7 +192,8 @@ impl ProgressMessageStub {
                         // AITBC patch: a proposal for a past view is returned as a late proposal
                         // (HotStuff inserts its block without voting) instead of being dropped.
                         ProgressMessage::HotStuffMessage(hotstuff_msg) => {
-                            hotstuff_msg.view() == cur_view || is_proposal(hotstuff_msg)
+                            hotstuff_msg.view() == cur_view
+                                || (hotstuff_msg.view() < cur_view && is_proposal(hotstuff_msg))
                         }
                         ProgressMessage::PacemakerMessage(pacemaker_msg) => {
                             pacemaker_msg.view() >= cur_view
@@ -475,4 +476,114 @@ impl BlockSyncServerStub {
 pub enum BlockSyncRequestReceiveError {
     Disconnected,
     NotAvailable,
+}
+
+/// AITBC patch: tests of the late-proposal handover and of the buffer's size accounting.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hotstuff::messages::{HotStuffMessage, NewView, Proposal};
+    use crate::hotstuff::types::PhaseCertificate;
+    use crate::types::block::Block;
+    use crate::types::data_types::{BlockHeight, CryptoHash, Data};
+    use ed25519_dalek::SigningKey;
+    use std::time::Duration;
+
+    const CHAIN: ChainID = ChainID::new(7);
+
+    fn proposal(view: u64) -> ProgressMessage {
+        let block = Block::new(
+            BlockHeight::new(view),
+            PhaseCertificate::genesis_pc(),
+            CryptoHash::new([view as u8; 32]),
+            Data::new(vec![]),
+        );
+        ProgressMessage::HotStuffMessage(HotStuffMessage::Proposal(Proposal {
+            chain_id: CHAIN,
+            view: ViewNumber::new(view),
+            block,
+        }))
+    }
+
+    fn new_view(view: u64) -> ProgressMessage {
+        ProgressMessage::HotStuffMessage(HotStuffMessage::NewView(NewView {
+            chain_id: CHAIN,
+            view: ViewNumber::new(view),
+            highest_pc: PhaseCertificate::genesis_pc(),
+        }))
+    }
+
+    fn view_of(msg: &ProgressMessage) -> u64 {
+        msg.view().expect("a message with a view").int()
+    }
+
+    fn recv(stub: &mut ProgressMessageStub, cur_view: u64) -> Option<ProgressMessage> {
+        let deadline = Instant::now() + Duration::from_millis(20);
+        stub.recv(CHAIN, ViewNumber::new(cur_view), deadline)
+            .ok()
+            .map(|(_, msg)| msg)
+    }
+
+    #[test]
+    fn proposals_for_past_views_are_handed_over_not_dropped() {
+        let (tx, rx) = mpsc::channel();
+        let mut stub = ProgressMessageStub::new(rx, BufferSize::new(1 << 20));
+        let peer = SigningKey::from_bytes(&[1; 32]).verifying_key();
+
+        // Received in view 3: proposals for views 4 and 5 are buffered, not returned.
+        tx.send((peer, proposal(4))).unwrap();
+        tx.send((peer, proposal(5))).unwrap();
+        tx.send((peer, new_view(4))).unwrap();
+        assert!(recv(&mut stub, 3).is_none());
+
+        // A certificate carried the replica to view 6: both proposals come out, oldest first;
+        // the expired non-proposal does not.
+        assert_eq!(recv(&mut stub, 6).map(|m| view_of(&m)), Some(4));
+        assert_eq!(recv(&mut stub, 6).map(|m| view_of(&m)), Some(5));
+        assert!(recv(&mut stub, 6).is_none());
+
+        // Arriving after its view: a proposal is returned, other HotStuff messages are not.
+        tx.send((peer, new_view(2))).unwrap();
+        tx.send((peer, proposal(2))).unwrap();
+        assert_eq!(recv(&mut stub, 6).map(|m| view_of(&m)), Some(2));
+        assert!(recv(&mut stub, 6).is_none());
+    }
+
+    #[test]
+    fn the_buffer_frees_what_it_hands_out() {
+        let (tx, rx) = mpsc::channel();
+        let mut stub = ProgressMessageStub::new(rx, BufferSize::new(1 << 20));
+        let peer = SigningKey::from_bytes(&[2; 32]).verifying_key();
+        for view in 1..=50 {
+            tx.send((peer, proposal(view))).unwrap();
+            tx.send((peer, new_view(view))).unwrap();
+        }
+        assert!(recv(&mut stub, 0).is_none());
+        assert!(stub.msg_buffer.buffer_size.int() > 0);
+        // Walk through the views, taking everything buffered for each.
+        for view in 1..=50 {
+            while recv(&mut stub, view).is_some() {}
+        }
+        assert!(recv(&mut stub, 51).is_none());
+        assert_eq!(stub.msg_buffer.buffer_size.int(), 0);
+        assert!(stub.msg_buffer.late_proposals.is_empty());
+    }
+
+    #[test]
+    fn late_proposals_are_bounded() {
+        let (tx, rx) = mpsc::channel();
+        let mut stub = ProgressMessageStub::new(rx, BufferSize::new(1 << 20));
+        let peer = SigningKey::from_bytes(&[3; 32]).verifying_key();
+        let sent = MAX_LATE_PROPOSALS as u64 + 10;
+        for view in 1..=sent {
+            tx.send((peer, proposal(view))).unwrap();
+        }
+        assert!(recv(&mut stub, 0).is_none());
+        let mut handed_over = Vec::new();
+        while let Some(msg) = recv(&mut stub, sent + 1) {
+            handed_over.push(view_of(&msg));
+        }
+        let newest: Vec<u64> = (sent - MAX_LATE_PROPOSALS as u64 + 1..=sent).collect();
+        assert_eq!(handed_over, newest, "the oldest late proposals are dropped first");
+    }
 }

@@ -747,8 +747,10 @@ fn select_leader_fairness_test() {
         .for_each(|(validator, power)| validator_set_updates.insert(*validator, Power::new(power)));
     validator_set.apply_updates(&validator_set_updates);
 
+    // AITBC patch: a leader holds LEADER_TENURE_VIEWS consecutive views, so one full round of
+    // leaders spans total_power tenures; each validator still leads in proportion to its power.
     let total_power = validator_set.total_power().int() as u64;
-    let leader_sequence: Vec<VerifyingKey> = (0..total_power)
+    let leader_sequence: Vec<VerifyingKey> = (0..total_power * LEADER_TENURE_VIEWS)
         .into_iter()
         .map(|v| select_leader(ViewNumber::new(v), &validator_set))
         .collect();
@@ -759,7 +761,10 @@ fn select_leader_fairness_test() {
                 .iter()
                 .filter(|leader| leader == &validator)
                 .count(),
-            validator_set.power(validator).unwrap().int() as usize
+            validator_set.power(validator).unwrap().int() as usize * LEADER_TENURE_VIEWS as usize
         )
-    })
+    });
+    for tenure in leader_sequence.chunks(LEADER_TENURE_VIEWS as usize) {
+        assert!(tenure.iter().all(|leader| leader == &tenure[0]));
+    }
 }
