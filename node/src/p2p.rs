@@ -5,9 +5,9 @@
 //! reconnect with exponential backoff.
 
 use crate::metrics::NodeMetrics;
-use aitbc_protocol::{Keypair, PublicKey, Signature};
+use aitbc_protocol::{Keypair, PublicKey};
 use borsh010::{BorshDeserialize, BorshSerialize};
-use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{Verifier, VerifyingKey};
 use hotstuff_rs::networking::messages::Message;
 use hotstuff_rs::networking::network::Network;
 use hotstuff_rs::types::{update_sets::ValidatorSetUpdates, validator_set::ValidatorSet};
@@ -51,6 +51,9 @@ impl FaultSwitch {
         self.0.as_ref().is_some_and(|p| p.exists())
     }
 }
+
+/// Bound on the cache of envelope senders' decompressed keys.
+const MAX_ENVELOPE_KEYS: usize = 1024;
 
 /// Capacity of each connection's gossip queue (batches of up to 2048 transactions).
 pub const GOSSIP_QUEUE: usize = 64;
@@ -113,6 +116,9 @@ struct Shared {
     next_id: AtomicU64,
     /// Transactions waiting to be gossiped in the next batch.
     gossip_buffer: Mutex<Vec<Vec<u8>>>,
+    /// Decompressed keys of envelope senders (peers: a handful), so that authenticating an
+    /// envelope costs one verification and no point decompression.
+    envelope_keys: Mutex<HashMap<[u8; 32], VerifyingKey>>,
 }
 
 #[derive(Clone)]
@@ -160,6 +166,7 @@ impl PeerNetwork {
             metrics,
             next_id: AtomicU64::new(1),
             gossip_buffer: Mutex::new(Vec::new()),
+            envelope_keys: Mutex::new(HashMap::new()),
         };
         PeerNetwork {
             shared: Arc::new(shared),
@@ -265,18 +272,36 @@ impl PeerNetwork {
         let sender: [u8; 32] = env.sender.as_slice().try_into().ok()?;
         let sig: [u8; 64] = env.signature.as_slice().try_into().ok()?;
         let key = PublicKey(sender);
-        let ok = key
-            .verify_cached(
+        // Envelopes are transport authentication, checked one at a time, never part of the
+        // chain's state: ed25519-dalek's (cofactorless) check is deterministic here and cheaper
+        // than ZIP-215's, which transaction signatures use (see aitbc_protocol::crypto).
+        let ok = self.envelope_key(&key).is_some_and(|vk| {
+            vk.verify(
                 &signing_bytes(&self.shared.chain_id, env.kind, &env.payload),
-                &Signature(sig),
+                &ed25519_dalek::Signature::from_bytes(&sig),
             )
-            .is_ok();
+            .is_ok()
+        });
         if !ok {
             self.shared.metrics.peer_messages_bad_signature.inc();
             tracing::debug!(peer = %key, "ignoring peer message with a bad signature");
             return None;
         }
         Some(key)
+    }
+
+    fn envelope_key(&self, key: &PublicKey) -> Option<VerifyingKey> {
+        if let Some(vk) = self.shared.envelope_keys.lock().get(&key.0) {
+            return Some(*vk);
+        }
+        let vk = key.verifying_key().ok()?;
+        let mut keys = self.shared.envelope_keys.lock();
+        // Anyone can open a connection and send a HELLO: bound what strangers can add.
+        if keys.len() >= MAX_ENVELOPE_KEYS {
+            keys.clear();
+        }
+        keys.insert(key.0, vk);
+        Some(vk)
     }
 
     fn verify_hello(&self, env: &Envelope) -> Option<PublicKey> {

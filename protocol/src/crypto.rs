@@ -2,7 +2,7 @@
 
 use crate::hash::Hash;
 use borsh::{BorshDeserialize, BorshSerialize};
-use ed25519_dalek::{Signer, Verifier};
+use ed25519_dalek::Signer;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -27,20 +27,24 @@ pub enum KeyError {
     BadSecretKey(String),
 }
 
+/// Signature verification follows ZIP-215 (the `ed25519-zebra` crate): the cofactored
+/// equation, for single and batch verification alike. That makes validity a deterministic
+/// property of (key, message, signature), which consensus needs: with the usual cofactorless
+/// check, a signature carrying a small-order component fails single verification but passes a
+/// batch with a probability that depends on the other signatures in the batch, so validators
+/// batching different sets of transactions could disagree about the same block.
 impl PublicKey {
     pub fn verify(&self, message: &[u8], sig: &Signature) -> Result<(), KeyError> {
-        let vk = self.verifying_key()?;
-        vk.verify(message, &ed25519_dalek::Signature::from_bytes(&sig.0))
-            .map_err(|_| KeyError::BadSignature)
+        let vk =
+            ed25519_zebra::VerificationKey::try_from(self.0).map_err(|_| KeyError::InvalidPoint)?;
+        verify_with(&vk, message, sig)
     }
-    /// [`Self::verify`] with the decompressed key taken from the cache of recently seen keys
-    /// (see [`verify_batch_cached`]): for keys seen over and over, such as peers'.
+    /// [`Self::verify`] with the decompressed key taken from a bounded process-wide cache of
+    /// recently seen keys (a point decompression is about a third of a verification): for keys
+    /// seen over and over, such as peers'.
     pub fn verify_cached(&self, message: &[u8], sig: &Signature) -> Result<(), KeyError> {
-        let vk = key_cache::decompress_all(std::slice::from_ref(self))?
-            .pop()
-            .ok_or(KeyError::InvalidPoint)?;
-        vk.verify(message, &ed25519_dalek::Signature::from_bytes(&sig.0))
-            .map_err(|_| KeyError::BadSignature)
+        let vk = key_cache::decompress(self)?;
+        verify_with(&vk, message, sig)
     }
     pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
         ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPoint)
@@ -230,84 +234,162 @@ impl<'de> Deserialize<'de> for Address {
     }
 }
 
-/// Verifies many (message, signature, key) triples at once with ed25519 batch verification.
-/// Returns `Ok` only when all verify. Every key is decompressed (a square root on the curve,
-/// about a third of a verification); see [`verify_batch_cached`] for repeated senders.
+fn verify_with(
+    vk: &ed25519_zebra::VerificationKey,
+    message: &[u8],
+    sig: &Signature,
+) -> Result<(), KeyError> {
+    vk.verify(&ed25519_zebra::Signature::from(sig.0), message)
+        .map_err(|_| KeyError::BadSignature)
+}
+
+/// Verifies many (message, signature, key) triples at once with ZIP-215 batch verification,
+/// which agrees with [`PublicKey::verify`] on every input (but for a 2^-128 chance). Returns `Ok`
+/// only when all verify; an invalid key fails the batch like a bad signature (verify one by one
+/// to tell which). Keys come decompressed from the process-wide cache of recently seen keys (a
+/// node verifies the same senders over and over), and signatures by the same key share one
+/// term of the multiscalar multiplication.
+///
+/// The equation is ed25519-zebra's batch equation (ZIP-215):
+/// `[8]( [-sum z_i s_i] B + sum [z_i] R_i + sum_A [sum_{i by A} z_i k_i] A ) = 0` with random
+/// 128-bit `z_i`; it is written out here because ed25519-zebra's batch verifier only takes
+/// compressed keys and would decompress every key in every batch.
 pub fn verify_batch(
     messages: &[&[u8]],
     sigs: &[Signature],
     keys: &[PublicKey],
 ) -> Result<(), KeyError> {
-    let keys = keys
-        .iter()
-        .map(|k| k.verifying_key())
-        .collect::<Result<Vec<_>, _>>()?;
-    verify_batch_with(messages, sigs, &keys)
+    let points = key_cache::points(keys).map_err(|_| KeyError::BadSignature)?;
+    verify_batch_with(messages, sigs, keys, points)
 }
 
-/// [`verify_batch`], with decompressed keys taken from (and added to) a process-wide cache of
-/// recently seen keys. A node verifies the same senders over and over; the cache saves one
-/// point decompression per signature. Same result as [`verify_batch`] for every input.
-pub fn verify_batch_cached(
+/// [`verify_batch`] without the key cache: every key is decompressed, as by a verifier that
+/// sees it for the first time (the reference rate in benchmarks).
+pub fn verify_batch_uncached(
     messages: &[&[u8]],
     sigs: &[Signature],
     keys: &[PublicKey],
 ) -> Result<(), KeyError> {
-    let keys = key_cache::decompress_all(keys)?;
-    verify_batch_with(messages, sigs, &keys)
+    let points = keys
+        .iter()
+        .map(|k| {
+            curve25519_dalek::edwards::CompressedEdwardsY(k.0)
+                .decompress()
+                .ok_or(KeyError::BadSignature)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    verify_batch_with(messages, sigs, keys, points)
 }
 
 fn verify_batch_with(
     messages: &[&[u8]],
     sigs: &[Signature],
-    keys: &[ed25519_dalek::VerifyingKey],
+    keys: &[PublicKey],
+    points: Vec<curve25519_dalek::edwards::EdwardsPoint>,
 ) -> Result<(), KeyError> {
-    let sigs: Vec<ed25519_dalek::Signature> = sigs
-        .iter()
-        .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
-        .collect();
-    ed25519_dalek::verify_batch(messages, &sigs, keys).map_err(|_| KeyError::BadSignature)
+    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+    use rand::RngCore;
+    use sha2::{Digest, Sha512};
+
+    if messages.len() != sigs.len() || sigs.len() != keys.len() || keys.len() != points.len() {
+        return Err(KeyError::BadSignature);
+    }
+    let mut rng = rand::thread_rng();
+    let mut b_coeff = Scalar::ZERO;
+    let mut a_terms: std::collections::HashMap<[u8; 32], (EdwardsPoint, Scalar)> =
+        std::collections::HashMap::new();
+    let mut r_coeffs = Vec::with_capacity(sigs.len());
+    let mut rs = Vec::with_capacity(sigs.len());
+    for ((msg, sig), (key, a)) in messages.iter().zip(sigs).zip(keys.iter().zip(points)) {
+        let (r_bytes, s_bytes) = sig.0.split_at(32);
+        let mut r_arr = [0u8; 32];
+        r_arr.copy_from_slice(r_bytes);
+        let mut s_arr = [0u8; 32];
+        s_arr.copy_from_slice(s_bytes);
+        let r = CompressedEdwardsY(r_arr)
+            .decompress()
+            .ok_or(KeyError::BadSignature)?;
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_arr))
+            .ok_or(KeyError::BadSignature)?;
+        let k = Scalar::from_bytes_mod_order_wide(
+            &Sha512::new()
+                .chain_update(r_arr)
+                .chain_update(key.0)
+                .chain_update(msg)
+                .finalize()
+                .into(),
+        );
+        let mut z_bytes = [0u8; 16];
+        rng.fill_bytes(&mut z_bytes);
+        let z = Scalar::from(u128::from_le_bytes(z_bytes));
+        b_coeff -= z * s;
+        r_coeffs.push(z);
+        rs.push(r);
+        a_terms.entry(key.0).or_insert((a, Scalar::ZERO)).1 += z * k;
+    }
+    let (a_points, a_coeffs): (Vec<EdwardsPoint>, Vec<Scalar>) = a_terms.into_values().unzip();
+    let check = EdwardsPoint::vartime_multiscalar_mul(
+        std::iter::once(&b_coeff)
+            .chain(a_coeffs.iter())
+            .chain(r_coeffs.iter()),
+        std::iter::once(&ED25519_BASEPOINT_POINT)
+            .chain(a_points.iter())
+            .chain(rs.iter()),
+    );
+    if check.mul_by_cofactor().is_identity() {
+        Ok(())
+    } else {
+        Err(KeyError::BadSignature)
+    }
 }
 
 /// Decompressed public keys, bounded: when full it is emptied and refills with the keys in use.
+/// Both forms are kept: ed25519-zebra's key for single verification, and the curve point for
+/// [`verify_batch`]. Invalid keys are refused and never cached.
 mod key_cache {
     use super::{KeyError, PublicKey};
-    use ed25519_dalek::VerifyingKey;
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use ed25519_zebra::VerificationKey;
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
 
     const CAPACITY: usize = 1 << 16;
 
-    fn cache() -> &'static Mutex<HashMap<[u8; 32], VerifyingKey>> {
-        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    type Entry = (VerificationKey, EdwardsPoint);
+
+    fn cache() -> &'static Mutex<HashMap<[u8; 32], Entry>> {
+        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Entry>>> = OnceLock::new();
         CACHE.get_or_init(|| Mutex::new(HashMap::new()))
     }
 
-    pub(super) fn decompress_all(keys: &[PublicKey]) -> Result<Vec<VerifyingKey>, KeyError> {
-        let mut out = Vec::with_capacity(keys.len());
-        let mut missing = Vec::new();
+    fn decompress_fresh(key: &PublicKey) -> Result<Entry, KeyError> {
+        let vk = VerificationKey::try_from(key.0).map_err(|_| KeyError::InvalidPoint)?;
+        let point = CompressedEdwardsY(key.0)
+            .decompress()
+            .ok_or(KeyError::InvalidPoint)?;
+        Ok((vk, point))
+    }
+
+    fn entries(keys: &[PublicKey]) -> Result<Vec<Entry>, KeyError> {
+        let mut out: Vec<Option<Entry>> = Vec::with_capacity(keys.len());
         {
             let map = cache()
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (i, k) in keys.iter().enumerate() {
-                match map.get(&k.0) {
-                    Some(vk) => out.push(Some(*vk)),
-                    None => {
-                        out.push(None);
-                        missing.push(i);
-                    }
-                }
+            out.extend(keys.iter().map(|k| map.get(&k.0).copied()));
+        }
+        let mut fresh = Vec::new();
+        for (slot, key) in out.iter_mut().zip(keys) {
+            if slot.is_none() {
+                let entry = decompress_fresh(key)?;
+                *slot = Some(entry);
+                fresh.push((key.0, entry));
             }
         }
-        if !missing.is_empty() {
-            // Decompress outside the lock; invalid keys are never cached.
-            let mut fresh = Vec::with_capacity(missing.len());
-            for &i in &missing {
-                let vk = keys[i].verifying_key()?;
-                out[i] = Some(vk);
-                fresh.push((keys[i].0, vk));
-            }
+        if !fresh.is_empty() {
             let mut map = cache()
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -318,6 +400,17 @@ mod key_cache {
         }
         Ok(out.into_iter().flatten().collect())
     }
+
+    pub(super) fn decompress(key: &PublicKey) -> Result<VerificationKey, KeyError> {
+        entries(std::slice::from_ref(key))?
+            .pop()
+            .map(|(vk, _)| vk)
+            .ok_or(KeyError::InvalidPoint)
+    }
+
+    pub(super) fn points(keys: &[PublicKey]) -> Result<Vec<EdwardsPoint>, KeyError> {
+        Ok(entries(keys)?.into_iter().map(|(_, p)| p).collect())
+    }
 }
 
 #[cfg(test)]
@@ -325,52 +418,155 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cached_batch_verification_agrees_with_uncached() {
+    fn batch_verification_agrees_with_single_verification() {
         let keys: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
         let msgs: Vec<Vec<u8>> = (0..16u8).map(|i| vec![i; 40]).collect();
         let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
         let signer = |i: usize| &keys[i % keys.len()];
         let mut sigs: Vec<Signature> = (0..msgs.len()).map(|i| signer(i).sign(&msgs[i])).collect();
         let pubs: Vec<PublicKey> = (0..msgs.len()).map(|i| signer(i).public()).collect();
-        // Twice: the second run takes every key from the cache.
-        for _ in 0..2 {
-            assert_eq!(verify_batch(&refs, &sigs, &pubs), Ok(()));
-            assert_eq!(verify_batch_cached(&refs, &sigs, &pubs), Ok(()));
-        }
+        let singles_ok = |sigs: &[Signature]| {
+            (0..msgs.len()).all(|i| pubs[i].verify(&msgs[i], &sigs[i]).is_ok())
+        };
+        assert_eq!(verify_batch(&refs, &sigs, &pubs), Ok(()));
+        assert!(singles_ok(&sigs));
+
         sigs[5].0[0] ^= 1;
         assert_eq!(
             verify_batch(&refs, &sigs, &pubs),
             Err(KeyError::BadSignature)
         );
-        assert_eq!(
-            verify_batch_cached(&refs, &sigs, &pubs),
-            Err(KeyError::BadSignature)
-        );
+        assert!(!singles_ok(&sigs));
         sigs[5] = signer(5).sign(&msgs[5]);
-        // A signature by the wrong (cached) key fails too.
+
+        // A signature by another key fails; the cached path agrees.
         sigs[6] = signer(7).sign(&msgs[6]);
         assert_eq!(
-            verify_batch_cached(&refs, &sigs, &pubs),
+            verify_batch(&refs, &sigs, &pubs),
+            Err(KeyError::BadSignature)
+        );
+        assert_eq!(
+            pubs[6].verify_cached(&msgs[6], &sigs[6]),
             Err(KeyError::BadSignature)
         );
         sigs[6] = signer(6).sign(&msgs[6]);
-        assert_eq!(pubs[6].verify_cached(&msgs[6], &sigs[6]), Ok(()));
-        assert_eq!(
-            pubs[6].verify_cached(&msgs[7], &sigs[6]),
-            Err(KeyError::BadSignature)
-        );
-        // A key that is not a curve point is refused and never cached.
+        for _ in 0..2 {
+            assert_eq!(pubs[6].verify_cached(&msgs[6], &sigs[6]), Ok(()));
+        }
+
+        // A key that is not a curve point is refused (and never cached).
         let mut bad = pubs.clone();
         bad[3] = PublicKey(invalid_point());
+        assert_eq!(
+            verify_batch(&refs, &sigs, &bad),
+            Err(KeyError::BadSignature)
+        );
+        assert_eq!(
+            bad[3].verify(&msgs[3], &sigs[3]),
+            Err(KeyError::InvalidPoint)
+        );
         for _ in 0..2 {
             assert_eq!(
-                verify_batch(&refs, &sigs, &bad),
+                bad[3].verify_cached(&msgs[3], &sigs[3]),
                 Err(KeyError::InvalidPoint)
             );
-            assert_eq!(
-                verify_batch_cached(&refs, &sigs, &bad),
-                Err(KeyError::InvalidPoint)
-            );
+        }
+    }
+
+    /// A signature by `kp` on `msg` whose R carries a small-order component: valid under ZIP-215
+    /// (cofactored), rejected by the cofactorless check.
+    fn signature_with_torsion(kp: &Keypair, msg: &[u8], nonce: u8) -> Signature {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::scalar::Scalar;
+        use sha2::{Digest, Sha512};
+        let a = kp.signing_key().to_scalar();
+        let r = Scalar::from_bytes_mod_order([nonce; 32]);
+        let big_r =
+            (ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[1 + (nonce as usize % 7)]).compress();
+        let k = Scalar::from_bytes_mod_order_wide(
+            &Sha512::new()
+                .chain_update(big_r.as_bytes())
+                .chain_update(kp.public().0)
+                .chain_update(msg)
+                .finalize()
+                .into(),
+        );
+        let s = r + k * a;
+        let mut bytes = [0u8; 64];
+        bytes[..32].copy_from_slice(big_r.as_bytes());
+        bytes[32..].copy_from_slice(s.as_bytes());
+        Signature(bytes)
+    }
+
+    /// The reason verification is ZIP-215: a signature whose R carries a small-order component.
+    /// The cofactorless check (ed25519-dalek's `verify`) rejects it, while a cofactorless batch
+    /// would accept it in about one batch in eight, depending on the batch. Here single and batch
+    /// verification give the same answer every time, whatever the batch holds.
+    #[test]
+    fn a_signature_with_a_small_order_component_gets_one_answer() {
+        use ed25519_dalek::Verifier;
+        let kp = Keypair::generate();
+        let msg = b"torsion".to_vec();
+        let odd = signature_with_torsion(&kp, &msg, 42);
+        let cofactorless = kp
+            .public()
+            .verifying_key()
+            .unwrap()
+            .verify(&msg, &ed25519_dalek::Signature::from_bytes(&odd.0));
+        assert!(cofactorless.is_err(), "the cofactorless check rejects it");
+
+        let single = kp.public().verify(&msg, &odd);
+        assert_eq!(single, Ok(()));
+        let others: Vec<Keypair> = (0..8).map(|_| Keypair::generate()).collect();
+        for n in 0..others.len() {
+            let mut msgs: Vec<Vec<u8>> = vec![msg.clone()];
+            let mut sigs = vec![odd];
+            let mut pubs = vec![kp.public()];
+            for (i, other) in others.iter().take(n).enumerate() {
+                msgs.push(vec![i as u8; 8]);
+                sigs.push(other.sign(&msgs[i + 1]));
+                pubs.push(other.public());
+            }
+            let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+            for _ in 0..4 {
+                assert_eq!(verify_batch(&refs, &sigs, &pubs), single);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Batch verification accepts exactly when every signature verifies on its own, for
+        /// batches mixing valid, tampered, misattributed and torsion-carrying signatures over a
+        /// few repeated keys (the cached, coalesced path).
+        #[test]
+        fn batch_accepts_exactly_when_every_single_verification_does(
+            kinds in proptest::collection::vec((0u8..5, 0usize..3), 1..10)
+        ) {
+            let keys: Vec<Keypair> = (0..3).map(|i| Keypair::from_secret([i as u8 + 1; 32])).collect();
+            let mut msgs = Vec::new();
+            let mut sigs = Vec::new();
+            let mut pubs = Vec::new();
+            for (i, (kind, who)) in kinds.iter().enumerate() {
+                let msg = vec![i as u8, *kind, *who as u8];
+                let kp = &keys[*who];
+                let sig = match kind {
+                    0 | 1 => kp.sign(&msg),
+                    2 => {
+                        let mut s = kp.sign(&msg);
+                        s.0[40] ^= 4;
+                        s
+                    }
+                    3 => keys[(*who + 1) % 3].sign(&msg),
+                    _ => signature_with_torsion(kp, &msg, i as u8),
+                };
+                msgs.push(msg);
+                sigs.push(sig);
+                pubs.push(kp.public());
+            }
+            let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+            let all_single = (0..sigs.len()).all(|i| pubs[i].verify(&msgs[i], &sigs[i]).is_ok());
+            proptest::prop_assert_eq!(verify_batch(&refs, &sigs, &pubs).is_ok(), all_single);
+            proptest::prop_assert_eq!(verify_batch_uncached(&refs, &sigs, &pubs).is_ok(), all_single);
         }
     }
 

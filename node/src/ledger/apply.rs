@@ -5,7 +5,7 @@
 use super::keys;
 use super::params::ChainParams;
 use super::state::{CorruptState, Overlay, StateRead, Writes};
-use aitbc_protocol::crypto::verify_batch_cached;
+use aitbc_protocol::crypto::verify_batch;
 use aitbc_protocol::hash::merkle_root;
 use aitbc_protocol::model::{
     AgentRecord, Bid, BidStatus, Event, Job, JobStatus, Listing, Totals, TxReceipt,
@@ -155,7 +155,7 @@ fn verify_signatures(
     let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
     let sigs: Vec<_> = todo.iter().map(|&i| txs[i].signature).collect();
     let keys: Vec<_> = todo.iter().map(|&i| txs[i].tx.sender).collect();
-    if verify_batch_cached(&refs, &sigs, &keys).is_ok() {
+    if verify_batch(&refs, &sigs, &keys).is_ok() {
         return ok;
     }
     for (&i, m) in todo.iter().zip(&msgs) {

@@ -67,14 +67,17 @@ impl<N: Network + 'static, K: KVStore, A: App<K> + 'static> Algorithm<N, K, A> {
         let msg_sender: SenderHandle<N> = SenderHandle::new(network.clone());
         let validator_set_update_handle = ValidatorSetUpdateHandle::new(network);
 
-        let init_view = match block_tree
-            .highest_view_with_progress()
-            .expect("Cannot retrieve the highest view with progress!")
-            .int()
-        {
-            0 => ViewNumber::new(0),
-            v => ViewNumber::new(v + 1),
-        };
+        // AITBC patch: see `restart_view`.
+        let init_view = crate::pacemaker::implementation::restart_view(
+            block_tree
+                .highest_view_with_progress()
+                .expect("Cannot retrieve the highest view with progress!"),
+            block_tree
+                .highest_tc()
+                .expect("Cannot retrieve the highest timeout certificate!")
+                .map(|tc| tc.view),
+            pacemaker_config.epoch_length,
+        );
 
         let pacemaker = Pacemaker::new(
             pacemaker_config,

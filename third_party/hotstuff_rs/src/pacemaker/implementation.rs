@@ -715,6 +715,44 @@ pub fn select_leader(view: ViewNumber, validator_set: &ValidatorSet) -> Verifyin
 }
 
 /// Check whether `view` is an epoch-change view given the configured `epoch_length`.
+/// AITBC patch: the view a replica restarts in. Upstream always resumed one view after the
+/// highest view with progress. When that view is an epoch-change view the replica has no timeout
+/// certificate for, that skips it, although leaving an epoch-change view takes a quorum of
+/// timeout votes in it: the replicas still waiting there then lack this replica's vote, and with
+/// exactly a quorum alive nobody ever leaves (found by `node/tests/consensus.rs`, where a
+/// validator killed just after entering view 72 restarted in 73 while the others waited in 72).
+/// Such a replica now re-enters the epoch-change view. Re-entering a view is safe: it still votes
+/// at most once per view (`highest_view_voted`), and timeout votes do not touch block safety.
+pub(crate) fn restart_view(
+    highest_view_with_progress: ViewNumber,
+    highest_tc_view: Option<ViewNumber>,
+    epoch_length: EpochLength,
+) -> ViewNumber {
+    let v = highest_view_with_progress;
+    if v.int() == 0 {
+        return v;
+    }
+    let left_with_a_certificate = highest_tc_view.is_some_and(|tc| tc >= v);
+    if is_epoch_change_view(&v, epoch_length) && !left_with_a_certificate {
+        v
+    } else {
+        v + 1
+    }
+}
+
+#[test]
+fn restart_view_re_enters_an_epoch_change_view_left_without_a_certificate() {
+    let len = EpochLength::new(8);
+    let v = ViewNumber::new;
+    let restart = |h: u64, tc: Option<u64>| restart_view(v(h), tc.map(v), len).int();
+    assert_eq!(restart(0, None), 0);
+    assert_eq!(restart(70, None), 71);
+    assert_eq!(restart(72, None), 72);
+    assert_eq!(restart(72, Some(64)), 72);
+    assert_eq!(restart(72, Some(72)), 73);
+    assert_eq!(restart(73, Some(72)), 74);
+}
+
 fn is_epoch_change_view(view: &ViewNumber, epoch_length: EpochLength) -> bool {
     view.int() % (epoch_length.int() as u64) == 0
 }
