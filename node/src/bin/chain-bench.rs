@@ -203,21 +203,59 @@ fn start_net(bin: &Path, validators: usize, block_time_ms: u64) -> Result<Net> {
     })
 }
 
-async fn connect_ready(endpoint: &str) -> Result<ChainClient> {
-    let start = Instant::now();
-    loop {
-        if let Ok(c) = ChainClient::connect(endpoint).await {
-            if let Ok(s) = c.status().await {
-                if !s.block_hash.is_empty() {
-                    return Ok(c);
+/// A client of the node at `endpoint` once it has committed a block.
+async fn committing(endpoint: &str) -> Option<ChainClient> {
+    let c = ChainClient::connect(endpoint).await.ok()?;
+    let s = c.status().await.ok()?;
+    (!s.block_hash.is_empty()).then_some(c)
+}
+
+/// Starts the nodes and waits until each commits blocks. `free_port` only finds ports that were
+/// free a moment ago; when a node exits at start (one was taken before it bound it), the whole
+/// network starts again on fresh ports, up to three times.
+async fn start_ready(
+    bin: &Path,
+    validators: usize,
+    block_time_ms: u64,
+) -> Result<(Net, Vec<ChainClient>)> {
+    const ATTEMPTS: usize = 3;
+    let node_log = |net: &Net, i: usize| {
+        std::fs::read_to_string(net._dir.path().join(format!("node-{i}.log"))).unwrap_or_default()
+    };
+    'attempts: for attempt in 1..=ATTEMPTS {
+        let mut net = start_net(bin, validators, block_time_ms)?;
+        let mut clients = Vec::new();
+        for i in 0..net.endpoints.len() {
+            let start = Instant::now();
+            loop {
+                if let Some(c) = committing(&net.endpoints[i]).await {
+                    clients.push(c);
+                    break;
                 }
+                let exited = (0..net.children.len())
+                    .find(|&j| matches!(net.children[j].try_wait(), Ok(Some(_))));
+                if let Some(j) = exited {
+                    if attempt < ATTEMPTS {
+                        eprintln!(
+                            "node {j} exited at start; starting the network again on fresh ports"
+                        );
+                        continue 'attempts;
+                    }
+                    bail!("node {j} exited at start\nnode log:\n{}", node_log(&net, j));
+                }
+                if start.elapsed() > Duration::from_secs(60) {
+                    bail!(
+                        "node at {} did not start committing blocks\nnode log:\n{}",
+                        net.endpoints[i],
+                        node_log(&net, i)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("node at {endpoint} did not start committing blocks");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        return Ok((net, clients));
     }
+    bail!("the network did not start in {ATTEMPTS} attempts")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -415,22 +453,10 @@ async fn main() -> Result<()> {
         );
     }
     for &v in &args.validators {
-        let mut net = start_net(&bin, v, args.block_time_ms)?;
+        let (mut net, clients) = start_ready(&bin, v, args.block_time_ms).await?;
         if args.keep {
             let dir = std::mem::replace(&mut net._dir, tempfile::tempdir()?);
             println!("keeping node data and logs in {}", dir.keep().display());
-        }
-        let mut clients = Vec::new();
-        for (i, e) in net.endpoints.iter().enumerate() {
-            match connect_ready(e).await {
-                Ok(c) => clients.push(c),
-                Err(err) => {
-                    let log =
-                        std::fs::read_to_string(net._dir.path().join(format!("node-{i}.log")))
-                            .unwrap_or_default();
-                    bail!("{err}\nnode log:\n{log}");
-                }
-            }
         }
         let chain_id = clients[0].status().await?.chain_id;
         let keys = fund(&clients[0], &net.ops, args.senders, &chain_id).await?;
