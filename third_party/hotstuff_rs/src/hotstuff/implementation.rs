@@ -497,15 +497,6 @@ impl<N: Network> HotStuff<N> {
         Ok(())
     }
 
-    /// Process the received nudge.
-    ///
-    /// # Preconditions
-    ///
-    /// [`is_proposer(origin, self.view_info.view, &block_tree.validator_set_state()?)`](is_proposer).
-    ///
-    /// # Specification
-    ///
-    /// [On Receive Nudge](super::sequence_flow#on-receive-nudge).
     /// AITBC patch: inserts the block of a proposal for a past view, without voting (the
     /// replica has left that view, and votes only in its current one). This is what block sync
     /// would do for the same block, minus the round trip: the block must be correct, extend a
@@ -658,6 +649,15 @@ impl<N: Network> HotStuff<N> {
         Ok(block_tree.update(&pc, &self.event_publisher)?)
     }
 
+    /// Process the received nudge.
+    ///
+    /// # Preconditions
+    ///
+    /// [`is_proposer(origin, self.view_info.view, &block_tree.validator_set_state()?)`](is_proposer).
+    ///
+    /// # Specification
+    ///
+    /// [On Receive Nudge](super::sequence_flow#on-receive-nudge).
     fn on_receive_nudge<K: KVStore>(
         &mut self,
         nudge: Nudge,
