@@ -37,14 +37,8 @@ impl PublicKey {
     pub fn verify(&self, message: &[u8], sig: &Signature) -> Result<(), KeyError> {
         let vk =
             ed25519_zebra::VerificationKey::try_from(self.0).map_err(|_| KeyError::InvalidPoint)?;
-        verify_with(&vk, message, sig)
-    }
-    /// [`Self::verify`] with the decompressed key taken from a bounded process-wide cache of
-    /// recently seen keys (a point decompression is about a third of a verification): for keys
-    /// seen over and over, such as peers'.
-    pub fn verify_cached(&self, message: &[u8], sig: &Signature) -> Result<(), KeyError> {
-        let vk = key_cache::decompress(self)?;
-        verify_with(&vk, message, sig)
+        vk.verify(&ed25519_zebra::Signature::from(sig.0), message)
+            .map_err(|_| KeyError::BadSignature)
     }
     pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
         ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::InvalidPoint)
@@ -234,15 +228,6 @@ impl<'de> Deserialize<'de> for Address {
     }
 }
 
-fn verify_with(
-    vk: &ed25519_zebra::VerificationKey,
-    message: &[u8],
-    sig: &Signature,
-) -> Result<(), KeyError> {
-    vk.verify(&ed25519_zebra::Signature::from(sig.0), message)
-        .map_err(|_| KeyError::BadSignature)
-}
-
 /// Verifies many (message, signature, key) triples at once with ZIP-215 batch verification,
 /// which agrees with [`PublicKey::verify`] on every input (but for a 2^-128 chance). Returns `Ok`
 /// only when all verify; an invalid key fails the batch like a bad signature (verify one by one
@@ -346,35 +331,23 @@ fn verify_batch_with(
     }
 }
 
-/// Decompressed public keys, bounded: when full it is emptied and refills with the keys in use.
-/// Both forms are kept: ed25519-zebra's key for single verification, and the curve point for
-/// [`verify_batch`]. Invalid keys are refused and never cached.
+/// Decompressed public keys (curve points) for [`verify_batch`], bounded: when full it is
+/// emptied and refills with the keys in use. Invalid keys are refused and never cached.
 mod key_cache {
     use super::{KeyError, PublicKey};
     use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
-    use ed25519_zebra::VerificationKey;
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
 
     const CAPACITY: usize = 1 << 16;
 
-    type Entry = (VerificationKey, EdwardsPoint);
-
-    fn cache() -> &'static Mutex<HashMap<[u8; 32], Entry>> {
-        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Entry>>> = OnceLock::new();
+    fn cache() -> &'static Mutex<HashMap<[u8; 32], EdwardsPoint>> {
+        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], EdwardsPoint>>> = OnceLock::new();
         CACHE.get_or_init(|| Mutex::new(HashMap::new()))
     }
 
-    fn decompress_fresh(key: &PublicKey) -> Result<Entry, KeyError> {
-        let vk = VerificationKey::try_from(key.0).map_err(|_| KeyError::InvalidPoint)?;
-        let point = CompressedEdwardsY(key.0)
-            .decompress()
-            .ok_or(KeyError::InvalidPoint)?;
-        Ok((vk, point))
-    }
-
-    fn entries(keys: &[PublicKey]) -> Result<Vec<Entry>, KeyError> {
-        let mut out: Vec<Option<Entry>> = Vec::with_capacity(keys.len());
+    pub(super) fn points(keys: &[PublicKey]) -> Result<Vec<EdwardsPoint>, KeyError> {
+        let mut out: Vec<Option<EdwardsPoint>> = Vec::with_capacity(keys.len());
         {
             let map = cache()
                 .lock()
@@ -384,9 +357,11 @@ mod key_cache {
         let mut fresh = Vec::new();
         for (slot, key) in out.iter_mut().zip(keys) {
             if slot.is_none() {
-                let entry = decompress_fresh(key)?;
-                *slot = Some(entry);
-                fresh.push((key.0, entry));
+                let point = CompressedEdwardsY(key.0)
+                    .decompress()
+                    .ok_or(KeyError::InvalidPoint)?;
+                *slot = Some(point);
+                fresh.push((key.0, point));
             }
         }
         if !fresh.is_empty() {
@@ -399,17 +374,6 @@ mod key_cache {
             map.extend(fresh);
         }
         Ok(out.into_iter().flatten().collect())
-    }
-
-    pub(super) fn decompress(key: &PublicKey) -> Result<VerificationKey, KeyError> {
-        entries(std::slice::from_ref(key))?
-            .pop()
-            .map(|(vk, _)| vk)
-            .ok_or(KeyError::InvalidPoint)
-    }
-
-    pub(super) fn points(keys: &[PublicKey]) -> Result<Vec<EdwardsPoint>, KeyError> {
-        Ok(entries(keys)?.into_iter().map(|(_, p)| p).collect())
     }
 }
 
@@ -439,19 +403,20 @@ mod tests {
         assert!(!singles_ok(&sigs));
         sigs[5] = signer(5).sign(&msgs[5]);
 
-        // A signature by another key fails; the cached path agrees.
+        // A signature by another key fails, singly and in a (cached-key) batch.
         sigs[6] = signer(7).sign(&msgs[6]);
         assert_eq!(
             verify_batch(&refs, &sigs, &pubs),
             Err(KeyError::BadSignature)
         );
         assert_eq!(
-            pubs[6].verify_cached(&msgs[6], &sigs[6]),
+            pubs[6].verify(&msgs[6], &sigs[6]),
             Err(KeyError::BadSignature)
         );
         sigs[6] = signer(6).sign(&msgs[6]);
         for _ in 0..2 {
-            assert_eq!(pubs[6].verify_cached(&msgs[6], &sigs[6]), Ok(()));
+            assert_eq!(pubs[6].verify(&msgs[6], &sigs[6]), Ok(()));
+            assert_eq!(verify_batch(&refs, &sigs, &pubs), Ok(()));
         }
 
         // A key that is not a curve point is refused (and never cached).
@@ -467,8 +432,8 @@ mod tests {
         );
         for _ in 0..2 {
             assert_eq!(
-                bad[3].verify_cached(&msgs[3], &sigs[3]),
-                Err(KeyError::InvalidPoint)
+                verify_batch(&refs[3..4], &sigs[3..4], &bad[3..4]),
+                Err(KeyError::BadSignature)
             );
         }
     }
