@@ -2,7 +2,8 @@
 //! re-executes it and votes only if the header's roots match its own execution.
 
 use crate::block;
-use crate::ledger::{self, apply_block, keys, BlockContext, ChainParams, StateRead};
+use crate::executed::{ExecutedBlock, ExecutedBlocks};
+use crate::ledger::{self, apply_block_with_hashes, keys, BlockContext, ChainParams, StateRead};
 use crate::mempool::Mempool;
 use crate::metrics::NodeMetrics;
 use crate::store::RocksStore;
@@ -29,8 +30,11 @@ pub struct LedgerApp {
     mempool: Arc<Mempool>,
     block_time: Duration,
     metrics: Arc<NodeMetrics>,
+    /// Where executed blocks wait for the committed-block feed.
+    executed: Arc<ExecutedBlocks>,
     /// The last block this node proposed (its data hash and writes). HotStuff hands a leader its
-    /// own proposal to validate; executing it a second time would double the leader's work.
+    /// own proposal to validate; executing it a second time would double the leader's work. Taken
+    /// by that validation.
     last_proposed: Option<(CryptoHash, ledger::Writes)>,
 }
 
@@ -41,6 +45,7 @@ impl LedgerApp {
         mempool: Arc<Mempool>,
         block_time: Duration,
         metrics: Arc<NodeMetrics>,
+        executed: Arc<ExecutedBlocks>,
     ) -> Self {
         LedgerApp {
             params,
@@ -48,6 +53,7 @@ impl LedgerApp {
             mempool,
             block_time,
             metrics,
+            executed,
             last_proposed: None,
         }
     }
@@ -115,16 +121,19 @@ fn ancestors_need_blocks(
     let mut cur = parent;
     for _ in 0..COMMIT_DEPTH {
         let Some(hash) = cur else { return false };
-        let Ok(Some(b)) = view.block(&hash) else {
+        let Ok(Some(len)) = view.block_data_len(&hash) else {
             return false;
         };
-        if b.data.len().int() > 1 {
+        if len.int() > 1 {
             return true;
         }
-        cur = Some(b.justify.block);
-        if b.justify.block == hash {
+        let Ok(justify) = view.block_justify(&hash) else {
+            return false;
+        };
+        if justify.block == hash {
             return false;
         }
+        cur = Some(justify.block);
     }
     false
 }
@@ -156,6 +165,7 @@ impl LedgerApp {
         view: &AppBlockTreeView<'_, RocksStore>,
         header: &BlockHeader,
         txs: &[aitbc_protocol::tx::SignedTransaction],
+        tx_hashes: Vec<Hash>,
     ) -> Option<ledger::BlockOutcome> {
         let state = TreeState(view);
         let mempool = &self.mempool;
@@ -167,7 +177,7 @@ impl LedgerApp {
             params: &self.params,
             verified: Some(&verified),
         };
-        match apply_block(&state, &ctx, txs) {
+        match apply_block_with_hashes(&state, &ctx, txs, tx_hashes) {
             Ok(o) => Some(o),
             Err(e) => {
                 tracing::error!(error = %e, "ledger state is corrupt; refusing to execute block");
@@ -186,16 +196,17 @@ impl LedgerApp {
         let view = request.block_tree();
         // Our own proposal: the data hash commits to the header (roots included) and thus to
         // exactly the execution we did when producing it.
-        if let Some((hash, writes)) = &self.last_proposed {
-            if *hash == block.data_hash
-                && block::header_datum_hash(&block.data) == Some(*hash)
+        if let Some((hash, writes)) = self.last_proposed.take() {
+            if hash == block.data_hash
+                && block::header_datum_hash(&block.data) == Some(hash)
                 && block::transactions_match_header(&block.data)
             {
                 return ValidateBlockResponse::Valid {
-                    app_state_updates: Some(to_updates(writes.clone())),
+                    app_state_updates: Some(to_updates(writes)),
                     validator_set_updates: None,
                 };
             }
+            self.last_proposed = Some((hash, writes));
         }
         let Some(expected_data_hash) = block::header_datum_hash(&block.data) else {
             return ValidateBlockResponse::Invalid;
@@ -204,7 +215,7 @@ impl LedgerApp {
             tracing::warn!("rejecting block: data hash does not match its header");
             return ValidateBlockResponse::Invalid;
         }
-        let (header, txs) = match block::decode(&block.data) {
+        let (header, txs, tx_hashes) = match block::decode_with_hashes(&block.data) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "rejecting block that does not decode");
@@ -254,15 +265,14 @@ impl LedgerApp {
             );
             return ValidateBlockResponse::Invalid;
         }
-        let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
-        if merkle_root(&hashes) != header.tx_root {
+        if merkle_root(&tx_hashes) != header.tx_root {
             tracing::warn!(
                 height = header.height,
                 "rejecting block: transaction root mismatch"
             );
             return ValidateBlockResponse::Invalid;
         }
-        let Some(outcome) = self.execute(view, &header, &txs) else {
+        let Some(outcome) = self.execute(view, &header, &txs, tx_hashes) else {
             return ValidateBlockResponse::Invalid;
         };
         if outcome.state_root != header.state_root {
@@ -273,6 +283,15 @@ impl LedgerApp {
             return ValidateBlockResponse::Invalid;
         }
         self.metrics.observe_validate(started.elapsed());
+        self.executed.put(
+            block.data_hash,
+            ExecutedBlock {
+                header,
+                txs,
+                tx_hashes: outcome.tx_hashes,
+                receipts: outcome.receipts,
+            },
+        );
         ValidateBlockResponse::Valid {
             app_state_updates: Some(to_updates(outcome.writes)),
             validator_set_updates: None,
@@ -302,37 +321,52 @@ impl App<RocksStore> for LedgerApp {
                     .map(|acct| acct.nonce)
                     .unwrap_or(0)
             });
+        let tx_hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
         let mut header = BlockHeader {
             chain_id: self.params.chain_id.clone(),
             height,
             prev_hash: parent_hash,
             time_ms: now_ms().max(parent_time),
             proposer: self.me,
-            tx_root: merkle_root(&txs.iter().map(|t| t.hash()).collect::<Vec<_>>()),
+            tx_root: merkle_root(&tx_hashes),
             state_root: Hash::ZERO,
             tx_count: txs.len() as u32,
         };
-        let (writes, state_root) = match self.execute(view, &header, &txs) {
-            Some(o) => (o.writes, o.state_root),
+        let (writes, executed) = match self.execute(view, &header, &txs, tx_hashes) {
+            Some(o) => {
+                header.state_root = o.state_root;
+                let executed = ExecutedBlock {
+                    header: header.clone(),
+                    txs,
+                    tx_hashes: o.tx_hashes,
+                    receipts: o.receipts,
+                };
+                (o.writes, Some(executed))
+            }
             None => {
                 // Our own state does not decode: propose nothing rather than a wrong block.
                 header.tx_count = 0;
                 header.tx_root = merkle_root(&[]);
-                (Default::default(), Hash::ZERO)
+                (Default::default(), None)
             }
         };
-        header.state_root = state_root;
-        let empty: &[aitbc_protocol::tx::SignedTransaction] =
-            if header.tx_count == 0 { &[] } else { &txs };
-        let (data, data_hash) = block::encode(&header, empty);
-        self.last_proposed = Some((data_hash, writes.clone()));
+        let (data, data_hash) = match &executed {
+            Some(e) => block::encode(&header, &e.txs),
+            None => block::encode(&header, &[]),
+        };
+        if let Some(e) = executed {
+            self.executed.put(data_hash, e);
+        }
+        self.last_proposed = Some((data_hash, writes));
         self.metrics
             .observe_produce(started.elapsed(), header.tx_count as u64);
         tracing::debug!(height, txs = header.tx_count, "proposing block");
         ProduceBlockResponse {
             data_hash,
             data,
-            app_state_updates: Some(to_updates(writes)),
+            // HotStuff ignores a proposal's updates here: it takes them from `validate_block`,
+            // which the leader runs on its own proposal too (answered from `last_proposed`).
+            app_state_updates: None,
             validator_set_updates: None,
         }
     }

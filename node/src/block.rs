@@ -51,6 +51,26 @@ pub fn decode(data: &Data) -> Result<(BlockHeader, Vec<SignedTransaction>), Bloc
     Ok((header, txs))
 }
 
+/// [`decode`], also returning each transaction's hash, taken from the bytes it arrived in. A
+/// transaction datum must be the canonical encoding of what it decodes to (so that its hash is
+/// `tx.hash()` on every node and for every client); anything else is a decode error.
+pub fn decode_with_hashes(
+    data: &Data,
+) -> Result<(BlockHeader, Vec<SignedTransaction>, Vec<Hash>), BlockDecodeError> {
+    let (header, txs) = decode(data)?;
+    let mut hashes = Vec::with_capacity(txs.len());
+    for (index, (tx, datum)) in txs.iter().zip(data.iter().skip(1)).enumerate() {
+        if tx.encode() != *datum.bytes() {
+            return Err(BlockDecodeError::Transaction {
+                index,
+                reason: "not in canonical encoding".into(),
+            });
+        }
+        hashes.push(SignedTransaction::hash_of_encoding(datum.bytes()));
+    }
+    Ok((header, txs, hashes))
+}
+
 pub fn header_datum_hash(data: &Data) -> Option<CryptoHash> {
     data.iter().next().map(|d| data_hash(d.bytes()))
 }

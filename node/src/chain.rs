@@ -2,6 +2,7 @@
 //! glue that keeps the mempool in step with what committed.
 
 use crate::block;
+use crate::executed::ExecutedBlocks;
 use crate::ledger::{self, keys, ChainParams, StateRead};
 use crate::mempool::Mempool;
 use crate::metrics::NodeMetrics;
@@ -44,6 +45,8 @@ pub struct Chain {
     /// Height of the last block the feed has published, plus one (0 = none yet).
     published: AtomicU64,
     pub syncing: AtomicBool,
+    /// Blocks executed by consensus and not yet published (shared with the `App`).
+    pub executed: Arc<ExecutedBlocks>,
 }
 
 impl Chain {
@@ -64,6 +67,7 @@ impl Chain {
             feed,
             published: AtomicU64::new(0),
             syncing: AtomicBool::new(false),
+            executed: Arc::new(ExecutedBlocks::default()),
         };
         let next = chain.committed_height().map(|h| h + 1).unwrap_or(0);
         chain.published.store(next, Ordering::SeqCst);
@@ -150,6 +154,27 @@ impl Chain {
         })
     }
 
+    /// The committed block at `height`: from what execution left in `executed` when it is there,
+    /// otherwise read back from the store.
+    fn committed_block_for_feed(&self, height: u64) -> Option<CommittedBlock> {
+        let snap = self.camera.snapshot();
+        let hash = snap
+            .block_at_height(BlockHeight::new(height))
+            .ok()
+            .flatten()?;
+        let data_hash = snap.block_data_hash(&hash).ok().flatten()?;
+        match self.executed.take(&data_hash) {
+            Some(e) if e.header.height == height => Some(CommittedBlock {
+                hash: Hash(hash.bytes()),
+                header: e.header,
+                txs: e.txs,
+                tx_hashes: e.tx_hashes,
+                receipts: e.receipts,
+            }),
+            _ => self.block_by_hash(&hash),
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBlock>> {
         self.feed.subscribe()
     }
@@ -162,7 +187,9 @@ impl Chain {
         };
         let mut next = self.published.load(Ordering::SeqCst);
         while next <= top {
-            let Some(b) = self.block_at(next) else { break };
+            let Some(b) = self.committed_block_for_feed(next) else {
+                break;
+            };
             let applied = b.receipts.iter().filter(|r| r.error.is_none()).count() as u64;
             self.metrics.txs_committed.inc_by(applied);
             self.metrics

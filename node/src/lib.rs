@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 pub mod block;
 pub mod chain;
+pub mod executed;
 pub mod http;
 pub mod ledger;
 pub mod mempool;

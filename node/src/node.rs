@@ -245,7 +245,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         .max_view_time(max_view_time)
         .log_events(std::env::var("AITBC_HOTSTUFF_LOG").is_ok())
         .build();
-    let app = LedgerApp::new(params, me, mempool, block_time, metrics);
+    let app = LedgerApp::new(
+        params,
+        me,
+        mempool,
+        block_time,
+        metrics,
+        chain.executed.clone(),
+    );
     let (c1, c2, c3) = (chain.clone(), chain.clone(), chain.clone());
     let replica = ReplicaSpec::builder()
         .app(app)

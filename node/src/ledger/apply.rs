@@ -75,6 +75,8 @@ pub struct BlockContext<'p> {
 pub struct BlockOutcome {
     pub writes: Writes,
     pub receipts: Vec<TxReceipt>,
+    /// The transactions' hashes, in block order.
+    pub tx_hashes: Vec<Hash>,
     pub tx_root: Hash,
     pub state_root: Hash,
 }
@@ -87,6 +89,18 @@ pub fn apply_block<S: StateRead + ?Sized>(
     txs: &[SignedTransaction],
 ) -> Result<BlockOutcome, CorruptState> {
     let hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
+    apply_block_with_hashes(state, ctx, txs, hashes)
+}
+
+/// [`apply_block`] for a caller that already holds the transactions' hashes (`hashes[i]` is
+/// `txs[i].hash()`), e.g. hashed from the bytes they arrived in.
+pub fn apply_block_with_hashes<S: StateRead + ?Sized>(
+    state: &S,
+    ctx: &BlockContext<'_>,
+    txs: &[SignedTransaction],
+    hashes: Vec<Hash>,
+) -> Result<BlockOutcome, CorruptState> {
+    debug_assert_eq!(txs.len(), hashes.len());
     let sig_ok = verify_signatures(txs, &hashes, ctx.verified);
     let mut ov = Overlay::new(state);
     let mut receipts = Vec::with_capacity(txs.len());
@@ -107,6 +121,7 @@ pub fn apply_block<S: StateRead + ?Sized>(
     Ok(BlockOutcome {
         writes,
         receipts,
+        tx_hashes: hashes,
         tx_root,
         state_root,
     })

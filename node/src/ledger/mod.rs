@@ -10,7 +10,7 @@ pub mod state;
 mod tests;
 
 pub use apply::{
-    apply_block, check_envelope, check_stateless, signatures_valid, BlockContext, BlockOutcome,
+    apply_block, apply_block_with_hashes, check_envelope, check_stateless, signatures_valid, BlockContext, BlockOutcome,
     TxError,
 };
 pub use params::ChainParams;

@@ -380,7 +380,7 @@ impl<N: Network> BlockSyncClient<N> {
                             // 1. Insert the block into the block tree.
                             block_tree.insert(
                                 &block,
-                                app_state_updates.as_ref(),
+                                app_state_updates,
                                 validator_set_updates.as_ref(),
                             )?;
                             Event::InsertBlock(InsertBlockEvent {

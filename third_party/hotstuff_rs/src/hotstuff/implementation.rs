@@ -420,7 +420,7 @@ impl<N: Network> HotStuff<N> {
         {
             block_tree.insert(
                 &proposal.block,
-                app_state_updates.as_ref(),
+                app_state_updates,
                 validator_set_updates.as_ref(),
             )?;
             Event::InsertBlock(InsertBlockEvent {
@@ -538,7 +538,7 @@ impl<N: Network> HotStuff<N> {
 
         block_tree.insert(
             &proposal.block,
-            app_state_updates.as_ref(),
+            app_state_updates,
             validator_set_updates.as_ref(),
         )?;
         Event::InsertBlock(InsertBlockEvent {

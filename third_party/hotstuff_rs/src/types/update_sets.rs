@@ -58,13 +58,21 @@ where
 
     /// Get whether the `UpdateSet` is scheduled to insert a value to `key` when the block that corresponds
     /// to this `UpdateSet` gets committed, and if so, returns a reference to that value.
-    pub fn get_insert(&self, key: &K) -> Option<&V> {
+    pub fn get_insert<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         self.inserts.get(key)
     }
 
     /// Check whether the `UpdateSet` is scheduled to delete `key` when the block that corresponds to this
     /// `UpdateSet` gets committed.
-    pub fn contains_delete(&self, key: &K) -> bool {
+    pub fn contains_delete<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         self.deletes.contains(key)
     }
 

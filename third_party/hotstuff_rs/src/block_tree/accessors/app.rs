@@ -40,7 +40,7 @@ pub struct AppBlockTreeView<'a, K: KVStore> {
 
     // The pending `AppStateUpdates` in the chain preceding the block this `AppBlockTreeView` is supposed
     // to see the block tree from the perspective of.
-    pub(super) pending_ancestors_app_state_updates: Vec<Option<AppStateUpdates>>,
+    pub(super) pending_ancestors_app_state_updates: Vec<Option<std::sync::Arc<AppStateUpdates>>>,
 }
 
 impl<'a, K: KVStore> AppBlockTreeView<'a, K> {
@@ -97,17 +97,17 @@ impl<'a, K: KVStore> AppBlockTreeView<'a, K> {
                 .iter()
                 .find(|app_state_updates_opt| {
                     if let Some(app_state_updates) = app_state_updates_opt {
-                        app_state_updates.contains_delete(&key.to_vec())
-                            || app_state_updates.get_insert(&key.to_vec()).is_some()
+                        app_state_updates.contains_delete(key)
+                            || app_state_updates.get_insert(key).is_some()
                     } else {
                         false
                     }
                 });
 
         if let Some(Some(app_state_updates)) = latest_key_update {
-            if app_state_updates.contains_delete(&key.to_vec()) {
+            if app_state_updates.contains_delete(key) {
                 return None;
-            } else if let Some(value) = app_state_updates.get_insert(&key.to_vec()) {
+            } else if let Some(value) = app_state_updates.get_insert(key) {
                 return Some(value.clone());
             }
         }

@@ -29,7 +29,10 @@
 //! instance of BlockTree using [`BlockTree::new_unsafe`] and an instance of the corresponding
 //! [`BlockTreeWriteBatch`] using [`BlockTreeWriteBatch::new_unsafe`].
 
-use std::{cmp::max, iter::successors, sync::mpsc::Sender, time::SystemTime};
+use std::{
+    cmp::max, collections::HashMap, iter::successors, sync::mpsc::Sender, sync::Arc,
+    time::SystemTime,
+};
 
 use borsh::BorshSerialize;
 
@@ -71,7 +74,26 @@ use super::{app::AppBlockTreeView, public::BlockTreeSnapshot};
 /// 3. [Helper functions called by `BlockTree::update`](#impl-BlockTreeSingleton<K>-2).
 /// 4. [Basic state getters](#impl-BlockTreeSingleton<K>-3).
 /// 5. [Extra state getters](#impl-BlockTreeSingleton<K>-4).
-pub struct BlockTreeSingleton<K: KVStore>(K);
+pub struct BlockTreeSingleton<K: KVStore>(K, PendingUpdatesCache);
+
+/// (AITBC patch) The pending app state updates of recently inserted blocks, kept in memory so that
+/// every `app_view` and every commit does not read and deserialize them back from the store. The
+/// store stays the source of truth (it is written first, and read whenever a block is missing
+/// here, e.g. after a restart); this is only a copy of what was just written.
+#[derive(Default)]
+struct PendingUpdatesCache(HashMap<CryptoHash, Arc<AppStateUpdates>>);
+
+impl PendingUpdatesCache {
+    /// More blocks than are ever pending at once; past it (abandoned branches) the cache restarts.
+    const CAPACITY: usize = 64;
+
+    fn put(&mut self, block: CryptoHash, updates: AppStateUpdates) {
+        if self.0.len() >= Self::CAPACITY {
+            self.0.clear();
+        }
+        self.0.insert(block, Arc::new(updates));
+    }
+}
 
 /// Lifecycle methods.
 ///
@@ -84,7 +106,7 @@ impl<K: KVStore> BlockTreeSingleton<K> {
     /// This constructor is private (`pub(crate)`). To create an instance of `BlockTreeSingleton` as a
     /// library user, use [`new_unsafe`](Self::new_unsafe).
     pub(crate) fn new(kv_store: K) -> Self {
-        BlockTreeSingleton(kv_store)
+        BlockTreeSingleton(kv_store, PendingUpdatesCache::default())
     }
 
     /// Create a new instance of `BlockTreeSingleton` on top of `kv_store`.
@@ -199,9 +221,9 @@ impl<K: KVStore> BlockTreeSingleton<K> {
 
         // Obtain a vector of optional app state updates associated with ancestors
         // starting from the parent, ending at the oldest uncommitted ancestor.
-        let pending_ancestors_app_state_updates: Vec<Option<AppStateUpdates>> =
+        let pending_ancestors_app_state_updates: Vec<Option<Arc<AppStateUpdates>>> =
             uncommitted_ancestors_iter
-                .map(|block| self.pending_app_state_updates(&block))
+                .map(|block| self.pending_app_state_updates_shared(&block))
                 .flatten()
                 .collect();
 
@@ -233,7 +255,7 @@ impl<K: KVStore> BlockTreeSingleton<K> {
     pub fn insert(
         &mut self,
         block: &Block,
-        app_state_updates: Option<&AppStateUpdates>,
+        app_state_updates: Option<AppStateUpdates>,
         validator_set_updates: Option<&ValidatorSetUpdates>,
     ) -> Result<(), BlockTreeError> {
         let mut wb = BlockTreeWriteBatch::new();
@@ -245,7 +267,7 @@ impl<K: KVStore> BlockTreeSingleton<K> {
         wb.set_newest_block(&block.hash)?;
 
         // Insert the block's pending app state updates and validator set updates.
-        if let Some(app_state_updates) = app_state_updates {
+        if let Some(app_state_updates) = &app_state_updates {
             wb.set_pending_app_state_updates(&block.hash, app_state_updates)?;
         }
         if let Some(validator_set_updates) = validator_set_updates {
@@ -261,6 +283,9 @@ impl<K: KVStore> BlockTreeSingleton<K> {
 
         // Atomically write the above changes to persistent storage.
         self.write(wb);
+        if let Some(app_state_updates) = app_state_updates {
+            self.1.put(block.hash, app_state_updates);
+        }
 
         Ok(())
     }
@@ -445,9 +470,10 @@ impl<K: KVStore> BlockTreeSingleton<K> {
                 self.delete_siblings(wb, b)?;
 
                 // Apply pending app state updates.
-                if let Some(pending_app_state_updates) = self.pending_app_state_updates(b)? {
+                if let Some(pending_app_state_updates) = self.pending_app_state_updates_shared(b)? {
                     wb.apply_app_state_updates(&pending_app_state_updates);
                     wb.delete_pending_app_state_updates(b);
+                    self.1 .0.remove(b);
                 }
 
                 // Apply pending validator set updates.
@@ -524,6 +550,7 @@ impl<K: KVStore> BlockTreeSingleton<K> {
         for block in self.blocks_in_branch(*root) {
             wb.delete_children(&block);
             wb.delete_pending_app_state_updates(&block);
+            self.1 .0.remove(&block);
             wb.delete_block_validator_set_updates(&block);
 
             if let Ok(Some(data_len)) = self.block_data_len(&block) {
@@ -662,6 +689,18 @@ impl<K: KVStore> BlockTreeSingleton<K> {
         Ok(self.0.pending_app_state_updates(block)?)
     }
 
+    /// (AITBC patch) `pending_app_state_updates`, from memory when the block was inserted by this
+    /// process.
+    pub fn pending_app_state_updates_shared(
+        &self,
+        block: &CryptoHash,
+    ) -> Result<Option<Arc<AppStateUpdates>>, BlockTreeError> {
+        if let Some(updates) = self.1 .0.get(block) {
+            return Ok(Some(updates.clone()));
+        }
+        Ok(self.0.pending_app_state_updates(block)?.map(Arc::new))
+    }
+
     pub fn committed_validator_set(&self) -> Result<ValidatorSet, BlockTreeError> {
         Ok(self.0.committed_validator_set()?)
     }
@@ -711,7 +750,10 @@ impl<K: KVStore> BlockTreeSingleton<K> {
 impl<K: KVStore> BlockTreeSingleton<K> {
     /// Check whether `block` exists on the block tree.
     pub fn contains(&self, block: &CryptoHash) -> bool {
-        self.block(block).is_ok_and(|block_opt| block_opt.is_some())
+        // (AITBC patch) A block's height is stored with (and deleted with) all its other fields;
+        // reading the whole block here read every datum of it.
+        self.block_height(block)
+            .is_ok_and(|height_opt| height_opt.is_some())
     }
 
     /// Get the maximum of:
@@ -949,11 +991,18 @@ impl<W: WriteBatch> BlockTreeWriteBatch<W> {
     }
 
     pub fn apply_app_state_updates(&mut self, app_state_updates: &AppStateUpdates) {
-        for (key, value) in app_state_updates.inserts() {
+        // (AITBC patch) In key order: a store that keeps recent writes in a sorted structure
+        // (RocksDB's memtable skip list) inserts a sorted batch far faster than a hash map's
+        // random order.
+        let mut inserts: Vec<(&Vec<u8>, &Vec<u8>)> = app_state_updates.inserts().collect();
+        inserts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, value) in inserts {
             self.set_committed_app_state(key, value);
         }
 
-        for key in app_state_updates.deletes() {
+        let mut deletes: Vec<&Vec<u8>> = app_state_updates.deletes().collect();
+        deletes.sort_unstable();
+        for key in deletes {
             self.delete_committed_app_state(key);
         }
     }
