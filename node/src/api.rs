@@ -4,6 +4,7 @@ use crate::chain::{Chain, CommittedBlock};
 use crate::ledger::{self, apply_block, keys, BlockContext, TxError};
 use crate::mempool::MempoolError;
 use crate::p2p::PeerNetwork;
+use crate::verifier::SigCheck;
 use aitbc_protocol::hash::merkle_proof;
 use aitbc_protocol::model::{Account, AgentRecord, Bid, Job, Listing, Totals, TxReceipt};
 use aitbc_protocol::pb::{self, chain_server::Chain as ChainApi};
@@ -115,56 +116,94 @@ fn tx_error_status(e: &TxError) -> Status {
     }
 }
 
-impl ChainService {
-    /// Admits a decoded transaction to the mempool, after the checks that can be made now.
-    /// Shared by the API and the peer gossip path.
-    pub fn admit(chain: &Chain, stx: SignedTransaction, dry_run: bool) -> Result<Hash, Status> {
-        Self::admit_batch(chain, vec![stx], dry_run)
-            .pop()
-            .unwrap_or_else(|| Err(Status::internal("no admission result")))
-    }
+/// A batch of transactions between the checks that need no signature and the verdicts of
+/// those that do.
+struct Admission {
+    results: Vec<Result<Hash, Status>>,
+    /// Transactions that passed the prechecks: their slot in `results`, hash and sender account.
+    passed: Vec<(usize, Hash, Account, SignedTransaction)>,
+}
 
-    /// Admits many transactions (one result each). The checks that cost no signature
-    /// verification come first, so duplicates (gossip echoes) and stale nonces are refused
-    /// without one; the rest are batch-verified together.
-    pub fn admit_batch(
-        chain: &Chain,
-        txs: Vec<SignedTransaction>,
-        dry_run: bool,
-    ) -> Vec<Result<Hash, Status>> {
-        let mut results: Vec<Result<Hash, Status>> = Vec::with_capacity(txs.len());
-        let mut slots = Vec::new();
-        let mut to_verify = Vec::new();
-        let mut accounts = Vec::new();
+impl Admission {
+    fn precheck(chain: &Chain, txs: Vec<SignedTransaction>) -> Admission {
+        let mut results = Vec::with_capacity(txs.len());
+        let mut passed = Vec::new();
         for stx in txs {
-            match Self::precheck(chain, &stx) {
+            match ChainService::precheck_one(chain, &stx) {
                 Ok((hash, acct)) => {
-                    slots.push((results.len(), hash));
+                    passed.push((results.len(), hash, acct, stx));
                     results.push(Ok(hash));
-                    to_verify.push(stx);
-                    accounts.push(acct);
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
-        let valid = ledger::signatures_valid(&to_verify);
-        for (((slot, hash), stx), (acct, ok)) in slots
-            .into_iter()
-            .zip(to_verify)
-            .zip(accounts.into_iter().zip(valid))
-        {
+        Admission { results, passed }
+    }
+
+    fn sig_checks(&self) -> Vec<SigCheck> {
+        self.passed
+            .iter()
+            .map(|(_, _, _, stx)| SigCheck {
+                message: stx.tx.signing_bytes(),
+                signature: stx.signature,
+                key: stx.tx.sender,
+            })
+            .collect()
+    }
+
+    fn finish(self, chain: &Chain, valid: Vec<bool>, dry_run: bool) -> Vec<Result<Hash, Status>> {
+        let mut results = self.results;
+        for ((slot, hash, acct, stx), ok) in self.passed.into_iter().zip(valid) {
             results[slot] = if ok {
-                Self::admit_verified(chain, stx, hash, acct, dry_run)
+                ChainService::admit_verified(chain, stx, hash, acct, dry_run)
             } else {
                 Err(tx_error_status(&TxError::BadSignature))
             };
         }
         results
     }
+}
+
+impl ChainService {
+    /// Admits a decoded transaction to the mempool, after the checks that can be made now.
+    pub async fn admit(
+        chain: &Chain,
+        stx: SignedTransaction,
+        dry_run: bool,
+    ) -> Result<Hash, Status> {
+        Self::admit_batch(chain, vec![stx], dry_run)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Status::internal("no admission result")))
+    }
+
+    /// Admits many transactions (one result each). The checks that cost no signature
+    /// verification come first, so duplicates (gossip echoes) and stale nonces are refused
+    /// without one; the rest go to the node's batch verifier together.
+    pub async fn admit_batch(
+        chain: &Chain,
+        txs: Vec<SignedTransaction>,
+        dry_run: bool,
+    ) -> Vec<Result<Hash, Status>> {
+        let admission = Admission::precheck(chain, txs);
+        let valid = chain.verifier.verify(admission.sig_checks()).await;
+        admission.finish(chain, valid, dry_run)
+    }
+
+    /// [`Self::admit_batch`] for a thread that may block (the peer gossip path).
+    pub fn admit_batch_blocking(
+        chain: &Chain,
+        txs: Vec<SignedTransaction>,
+        dry_run: bool,
+    ) -> Vec<Result<Hash, Status>> {
+        let admission = Admission::precheck(chain, txs);
+        let valid = chain.verifier.verify_blocking(admission.sig_checks());
+        admission.finish(chain, valid, dry_run)
+    }
 
     /// Everything that can be refused before the signature is checked: chain id, fee, already
     /// pending, nonce already used, fee not covered.
-    fn precheck(chain: &Chain, stx: &SignedTransaction) -> Result<(Hash, Account), Status> {
+    fn precheck_one(chain: &Chain, stx: &SignedTransaction) -> Result<(Hash, Account), Status> {
         ledger::check_envelope(stx, &chain.params).map_err(|e| tx_error_status(&e))?;
         let hash = stx.hash();
         if chain.mempool.contains(&hash) {
@@ -304,8 +343,7 @@ impl ChainApi for ChainService {
         let bytes = request.into_inner().transaction;
         let stx = SignedTransaction::decode(&bytes)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        // Admission is a few tens of microseconds of CPU: done inline, a thread hop costs more.
-        let hash = Self::admit(&self.chain, stx, true)?;
+        let hash = Self::admit(&self.chain, stx, true).await?;
         self.net.queue_gossip(bytes);
         Ok(Response::new(pb::SubmitTransactionResponse {
             tx_hash: hash.to_hex(),
@@ -340,7 +378,7 @@ impl ChainApi for ChainService {
                 }
             }
         }
-        let admitted = Self::admit_batch(&self.chain, decoded, true);
+        let admitted = Self::admit_batch(&self.chain, decoded, true).await;
         for (i, r) in positions.into_iter().zip(admitted) {
             results[i] = Some(match r {
                 Ok(h) => {

@@ -7,6 +7,7 @@ use crate::ledger::{self, keys, ChainParams, StateRead};
 use crate::mempool::Mempool;
 use crate::metrics::NodeMetrics;
 use crate::store::RocksStore;
+use crate::verifier::BatchVerifier;
 use aitbc_protocol::model::{Account, BlockHeader, TxReceipt};
 use aitbc_protocol::tx::SignedTransaction;
 use aitbc_protocol::{Address, Hash};
@@ -35,6 +36,9 @@ impl StateRead for CommittedState<'_> {
     }
 }
 
+/// Signatures verified together at most (a larger request is still one batch).
+const VERIFY_BATCH: usize = 1024;
+
 pub struct Chain {
     pub store: RocksStore,
     pub params: ChainParams,
@@ -47,6 +51,8 @@ pub struct Chain {
     pub syncing: AtomicBool,
     /// Blocks executed by consensus and not yet published (shared with the `App`).
     pub executed: Arc<ExecutedBlocks>,
+    /// Verifies the signatures of transactions offered for admission, batched across requests.
+    pub verifier: BatchVerifier,
 }
 
 impl Chain {
@@ -68,6 +74,10 @@ impl Chain {
             published: AtomicU64::new(0),
             syncing: AtomicBool::new(false),
             executed: Arc::new(ExecutedBlocks::default()),
+            verifier: BatchVerifier::start(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+                VERIFY_BATCH,
+            ),
         };
         let next = chain.committed_height().map(|h| h + 1).unwrap_or(0);
         chain.published.store(next, Ordering::SeqCst);

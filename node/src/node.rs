@@ -150,7 +150,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
                 .filter_map(|b| SignedTransaction::decode(b).ok())
                 .collect();
             // Duplicates and stale nonces from gossip are expected; their refusals are dropped.
-            let _ = ChainService::admit_batch(&chain, decoded, false);
+            let _ = ChainService::admit_batch_blocking(&chain, decoded, false);
         }));
     }
 

@@ -202,12 +202,6 @@ pub fn check_envelope(stx: &SignedTransaction, params: &ChainParams) -> Result<(
     Ok(())
 }
 
-/// Whether each transaction's signature is valid, batch-verified.
-pub fn signatures_valid(txs: &[SignedTransaction]) -> Vec<bool> {
-    let hashes = vec![Hash::ZERO; txs.len()];
-    verify_signatures(txs, &hashes, None)
-}
-
 fn apply_tx<S: StateRead + ?Sized>(
     ov: &mut Overlay<'_, S>,
     ctx: &BlockContext<'_>,

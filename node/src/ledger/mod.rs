@@ -10,8 +10,8 @@ pub mod state;
 mod tests;
 
 pub use apply::{
-    apply_block, apply_block_with_hashes, check_envelope, check_stateless, signatures_valid, BlockContext, BlockOutcome,
-    TxError,
+    apply_block, apply_block_with_hashes, check_envelope, check_stateless, BlockContext,
+    BlockOutcome, TxError,
 };
 pub use params::ChainParams;
 pub use state::{StateRead, Writes};
