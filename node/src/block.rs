@@ -89,3 +89,64 @@ pub fn transactions_match_header(data: &Data) -> bool {
     hashes.len() == header.tx_count as usize
         && aitbc_protocol::hash::merkle_root(&hashes) == header.tx_root
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aitbc_protocol::tx::{Action, Transaction};
+    use aitbc_protocol::{Amount, Keypair};
+
+    fn transfer(k: &Keypair, nonce: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: "test".into(),
+            sender: k.public(),
+            nonce,
+            fee: Amount(1),
+            action: Action::Transfer {
+                to: Keypair::generate().address(),
+                amount: Amount(5),
+            },
+        }
+        .sign(k)
+    }
+
+    fn header(tx_count: u32) -> BlockHeader {
+        BlockHeader {
+            chain_id: "test".into(),
+            height: 1,
+            prev_hash: Hash::ZERO,
+            time_ms: 0,
+            proposer: Keypair::generate().public(),
+            tx_root: Hash::ZERO,
+            state_root: Hash::ZERO,
+            tx_count,
+        }
+    }
+
+    #[test]
+    fn decoding_returns_each_transactions_own_hash() {
+        let k = Keypair::generate();
+        let txs: Vec<_> = (0..3).map(|n| transfer(&k, n)).collect();
+        let hd = header(3);
+        let (data, _) = encode(&hd, &txs);
+        let (h, decoded, hashes) = decode_with_hashes(&data).unwrap();
+        assert_eq!(h, hd);
+        assert_eq!(decoded, txs);
+        assert_eq!(hashes, txs.iter().map(|t| t.hash()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_transaction_datum_with_extra_bytes_is_refused() {
+        let k = Keypair::generate();
+        let mut bytes = transfer(&k, 0).encode();
+        bytes.push(0);
+        let (data, _) = encode(&header(1), &[]);
+        let mut datums: Vec<Datum> = data.iter().cloned().collect();
+        datums.push(Datum::new(bytes));
+        let err = decode_with_hashes(&Data::new(datums)).unwrap_err();
+        assert!(matches!(
+            err,
+            BlockDecodeError::Transaction { index: 0, .. }
+        ));
+    }
+}

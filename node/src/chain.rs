@@ -53,6 +53,43 @@ pub struct Chain {
     pub executed: Arc<ExecutedBlocks>,
     /// Verifies the signatures of transactions offered for admission, batched across requests.
     pub verifier: BatchVerifier,
+    /// Committed accounts read since the last commit (admission reads each sender many times).
+    accounts: AccountCache,
+}
+
+/// Committed accounts, emptied on every commit. A value read from the store is kept only if no
+/// commit happened while it was being read, so the cache never holds a state older than the
+/// last commit it saw.
+#[derive(Default)]
+struct AccountCache(parking_lot::Mutex<(u64, std::collections::HashMap<Address, Account>)>);
+
+impl AccountCache {
+    const CAPACITY: usize = 1 << 16;
+
+    fn get(&self, a: &Address) -> Option<Account> {
+        self.0.lock().1.get(a).cloned()
+    }
+
+    fn version(&self) -> u64 {
+        self.0.lock().0
+    }
+
+    fn put(&self, version: u64, a: Address, acct: Account) {
+        let mut c = self.0.lock();
+        if c.0 != version {
+            return;
+        }
+        if c.1.len() >= Self::CAPACITY {
+            c.1.clear();
+        }
+        c.1.insert(a, acct);
+    }
+
+    fn invalidate(&self) {
+        let mut c = self.0.lock();
+        c.0 += 1;
+        c.1.clear();
+    }
 }
 
 impl Chain {
@@ -74,6 +111,7 @@ impl Chain {
             published: AtomicU64::new(0),
             syncing: AtomicBool::new(false),
             executed: Arc::new(ExecutedBlocks::default()),
+            accounts: AccountCache::default(),
             verifier: BatchVerifier::start(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
                 VERIFY_BATCH,
@@ -94,8 +132,15 @@ impl Chain {
             .flatten()
     }
 
+    /// The committed account (from the cache of accounts read since the last commit).
     pub fn account(&self, a: &Address) -> Account {
-        self.read(&keys::account(a)).unwrap_or_default()
+        if let Some(acct) = self.accounts.get(a) {
+            return acct;
+        }
+        let version = self.accounts.version();
+        let acct: Account = self.read(&keys::account(a)).unwrap_or_default();
+        self.accounts.put(version, *a, acct.clone());
+        acct
     }
 
     pub fn committed_state(&self) -> CommittedState<'_> {
@@ -196,6 +241,10 @@ impl Chain {
             return;
         };
         let mut next = self.published.load(Ordering::SeqCst);
+        if next <= top {
+            // The store already holds the state as of `top`.
+            self.accounts.invalidate();
+        }
         while next <= top {
             let Some(b) = self.committed_block_for_feed(next) else {
                 break;
@@ -214,5 +263,37 @@ impl Chain {
         }
         self.metrics.height.set(top);
         self.metrics.mempool_size.set(self.mempool.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acct(nonce: u64) -> Account {
+        Account {
+            nonce,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn account_cache_keeps_reads_until_the_next_commit() {
+        let c = AccountCache::default();
+        let a = Address([1; 20]);
+        c.put(c.version(), a, acct(3));
+        assert_eq!(c.get(&a).map(|x| x.nonce), Some(3));
+        c.invalidate();
+        assert!(c.get(&a).is_none());
+    }
+
+    #[test]
+    fn a_read_that_overlapped_a_commit_is_not_cached() {
+        let c = AccountCache::default();
+        let a = Address([2; 20]);
+        let before = c.version();
+        c.invalidate(); // a commit lands while the store is being read
+        c.put(before, a, acct(1));
+        assert!(c.get(&a).is_none());
     }
 }
