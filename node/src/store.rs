@@ -33,6 +33,12 @@ impl RocksStore {
         opts.create_if_missing(true);
         opts.set_max_open_files(512);
         opts.increase_parallelism(2);
+        // Compactions run at low CPU priority: under load they must not take the CPU from
+        // consensus (a compaction that lags only leaves more level-0 files for a while).
+        if let Ok(mut env) = rocksdb::Env::new() {
+            env.lower_thread_pool_cpu_priority();
+            opts.set_env(&env);
+        }
         let db = DB::open(&opts, path).map_err(|source| OpenError {
             path: path.display().to_string(),
             source,
