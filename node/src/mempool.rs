@@ -2,8 +2,9 @@
 
 use aitbc_protocol::tx::SignedTransaction;
 use aitbc_protocol::{Address, Hash};
+use foldhash::HashMap;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// How far ahead of its committed nonce a sender may queue transactions.
 pub const MAX_NONCE_GAP: u64 = 10_000;

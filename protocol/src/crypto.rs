@@ -284,8 +284,8 @@ fn verify_batch_with(
     }
     let mut rng = rand::thread_rng();
     let mut b_coeff = Scalar::ZERO;
-    let mut a_terms: std::collections::HashMap<[u8; 32], (EdwardsPoint, Scalar)> =
-        std::collections::HashMap::new();
+    let mut a_terms: foldhash::HashMap<[u8; 32], (EdwardsPoint, Scalar)> =
+        foldhash::HashMap::default();
     let mut r_coeffs = Vec::with_capacity(sigs.len());
     let mut rs = Vec::with_capacity(sigs.len());
     for ((msg, sig), (key, a)) in messages.iter().zip(sigs).zip(keys.iter().zip(points)) {
@@ -336,14 +336,14 @@ fn verify_batch_with(
 mod key_cache {
     use super::{KeyError, PublicKey};
     use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
-    use std::collections::HashMap;
+    use foldhash::HashMap;
     use std::sync::{Mutex, OnceLock};
 
     const CAPACITY: usize = 1 << 16;
 
     fn cache() -> &'static Mutex<HashMap<[u8; 32], EdwardsPoint>> {
         static CACHE: OnceLock<Mutex<HashMap<[u8; 32], EdwardsPoint>>> = OnceLock::new();
-        CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+        CACHE.get_or_init(|| Mutex::new(HashMap::default()))
     }
 
     pub(super) fn points(keys: &[PublicKey]) -> Result<Vec<EdwardsPoint>, KeyError> {
