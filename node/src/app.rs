@@ -76,14 +76,8 @@ fn now_ms() -> u64 {
 }
 
 fn to_updates(writes: ledger::Writes) -> AppStateUpdates {
-    let mut u = AppStateUpdates::new();
-    for (k, v) in writes {
-        match v {
-            Some(v) => u.insert(k, v),
-            None => u.delete(k),
-        }
-    }
-    u
+    // `Writes` is a B-tree: already in key order.
+    AppStateUpdates::from_sorted(writes)
 }
 
 /// Header of block `hash`, or `None` for the genesis position.

@@ -1,7 +1,7 @@
 //! Types that store updates to the App-mutable states.
 
 use std::{
-    collections::{hash_map, hash_set, HashMap, HashSet},
+    collections::{btree_map, btree_set, hash_map, hash_set, BTreeMap, BTreeSet, HashMap, HashSet},
     hash::Hash,
 };
 
@@ -93,7 +93,75 @@ where
 }
 
 /// Set of key-value updates committed to the App State when a block is committed.
-pub type AppStateUpdates = UpdateSet<Vec<u8>, Vec<u8>>;
+///
+/// (AITBC patch) Kept in key order (B-trees) instead of hash maps: an App that produces its
+/// writes in key order builds it in linear time ([`from_sorted`](Self::from_sorted)), it
+/// serializes without sorting, and it is committed in the order a sorted store inserts fastest.
+/// Its borsh encoding is byte-for-byte the one of the former `UpdateSet<Vec<u8>, Vec<u8>>`
+/// (borsh writes hash map entries in key order too), so stored blocks read back unchanged.
+#[derive(Clone, Default, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct AppStateUpdates {
+    inserts: BTreeMap<Vec<u8>, Vec<u8>>,
+    deletes: BTreeSet<Vec<u8>>,
+}
+
+impl AppStateUpdates {
+    /// Create empty `AppStateUpdates`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Updates from writes given in key order (`None` deletes): built in linear time. Keys out of
+    /// order are still placed correctly, only more slowly.
+    pub fn from_sorted(writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) -> Self {
+        let mut inserts = Vec::new();
+        let mut deletes = Vec::new();
+        for (key, value) in writes {
+            match value {
+                Some(value) => inserts.push((key, value)),
+                None => deletes.push(key),
+            }
+        }
+        let updates = Self {
+            inserts: inserts.into_iter().collect(),
+            deletes: deletes.into_iter().collect(),
+        };
+        debug_assert!(updates.inserts.keys().all(|k| !updates.deletes.contains(k)));
+        updates
+    }
+
+    /// Schedule the insertion of `key` = `value`; cancels a scheduled deletion of `key`.
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.deletes.remove(&key);
+        self.inserts.insert(key, value);
+    }
+
+    /// Schedule the deletion of `key`; cancels a scheduled insertion of `key`.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.inserts.remove(&key);
+        self.deletes.insert(key);
+    }
+
+    /// The value these updates insert at `key`, if they insert one.
+    pub fn get_insert(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        self.inserts.get(key)
+    }
+
+    /// Whether these updates delete `key`.
+    pub fn contains_delete(&self, key: &[u8]) -> bool {
+        self.deletes.contains(key)
+    }
+
+    /// The key-value pairs these updates insert, in key order.
+    pub fn inserts(&self) -> btree_map::Iter<'_, Vec<u8>, Vec<u8>> {
+        self.inserts.iter()
+    }
+
+    /// The keys these updates delete, in key order.
+    pub fn deletes(&self) -> btree_set::Iter<'_, Vec<u8>> {
+        self.deletes.iter()
+    }
+}
 
 /// Set of updates to the validator that are applied when a block is committed.
 pub type ValidatorSetUpdates = UpdateSet<VerifyingKey, Power>;
