@@ -265,6 +265,8 @@ impl
         let hotstuff_config = HotStuffConfiguration {
             chain_id: self.chain_id,
             keypair: keypair.clone(),
+            // Set by the replica once it knows the event handlers.
+            publish_block_events: true,
         };
         let pacemaker_config = PacemakerConfiguration {
             chain_id: self.chain_id,
@@ -488,6 +490,11 @@ impl<K: KVStore, A: App<K> + 'static, N: Network + 'static> ReplicaSpec<K, A, N>
             self.on_receive_sync_request,
             self.on_send_sync_response,
         );
+
+        let mut hotstuff_config = hotstuff_config;
+        hotstuff_config.publish_block_events = !(event_handlers.insert_block_handlers.is_empty()
+            && event_handlers.propose_handlers.is_empty()
+            && event_handlers.receive_proposal_handlers.is_empty());
 
         let (event_publisher, event_subscriber) = if !event_handlers.is_empty() {
             Some(mpsc::channel()).unzip()

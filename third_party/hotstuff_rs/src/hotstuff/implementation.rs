@@ -204,14 +204,18 @@ impl<N: Network> HotStuff<N> {
                     view: self.view_info.view,
                     block,
                 };
-                self.sender_handle
-                    .broadcast::<HotStuffMessage>(proposal.clone().into());
-
-                Event::Propose(ProposeEvent {
-                    timestamp: SystemTime::now(),
-                    proposal,
-                })
-                .publish(&self.event_publisher);
+                if self.config.publish_block_events {
+                    self.sender_handle
+                        .broadcast::<HotStuffMessage>(proposal.clone().into());
+                    Event::Propose(ProposeEvent {
+                        timestamp: SystemTime::now(),
+                        proposal,
+                    })
+                    .publish(&self.event_publisher);
+                } else {
+                    self.sender_handle
+                        .broadcast::<HotStuffMessage>(proposal.into());
+                }
 
                 return Ok(());
             }
@@ -252,14 +256,18 @@ impl<N: Network> HotStuff<N> {
                         view: self.view_info.view,
                         block,
                     };
-                    self.sender_handle
-                        .broadcast::<HotStuffMessage>(proposal.clone().into());
-
-                    Event::Propose(ProposeEvent {
-                        timestamp: SystemTime::now(),
-                        proposal,
-                    })
-                    .publish(&self.event_publisher);
+                    if self.config.publish_block_events {
+                        self.sender_handle
+                            .broadcast::<HotStuffMessage>(proposal.clone().into());
+                        Event::Propose(ProposeEvent {
+                            timestamp: SystemTime::now(),
+                            proposal,
+                        })
+                        .publish(&self.event_publisher);
+                    } else {
+                        self.sender_handle
+                            .broadcast::<HotStuffMessage>(proposal.into());
+                    }
                 }
                 // Produce and broadcast a Nudge.
                 Phase::Prepare | Phase::Precommit | Phase::Commit => {
@@ -379,12 +387,14 @@ impl<N: Network> HotStuff<N> {
         block_tree: &mut BlockTreeSingleton<K>,
         app: &mut impl App<K>,
     ) -> Result<(), HotStuffError> {
-        Event::ReceiveProposal(ReceiveProposalEvent {
-            timestamp: SystemTime::now(),
-            origin: *origin,
-            proposal: proposal.clone(),
-        })
-        .publish(&self.event_publisher);
+        if self.config.publish_block_events {
+            Event::ReceiveProposal(ReceiveProposalEvent {
+                timestamp: SystemTime::now(),
+                origin: *origin,
+                proposal: proposal.clone(),
+            })
+            .publish(&self.event_publisher);
+        }
 
         // 1. Check if block is correct and safe.
         if !proposal.block.is_correct(block_tree)?
@@ -423,11 +433,13 @@ impl<N: Network> HotStuff<N> {
                 app_state_updates,
                 validator_set_updates.as_ref(),
             )?;
-            Event::InsertBlock(InsertBlockEvent {
-                timestamp: SystemTime::now(),
-                block: proposal.block.clone(),
-            })
-            .publish(&self.event_publisher);
+            if self.config.publish_block_events {
+                Event::InsertBlock(InsertBlockEvent {
+                    timestamp: SystemTime::now(),
+                    block: proposal.block.clone(),
+                })
+                .publish(&self.event_publisher);
+            }
 
             // 3. Trigger block tree updates: update highestPC, lock, commit.
             let committed_validator_set_updates =
@@ -541,11 +553,13 @@ impl<N: Network> HotStuff<N> {
             app_state_updates,
             validator_set_updates.as_ref(),
         )?;
-        Event::InsertBlock(InsertBlockEvent {
-            timestamp: SystemTime::now(),
-            block: proposal.block.clone(),
-        })
-        .publish(&self.event_publisher);
+        if self.config.publish_block_events {
+            Event::InsertBlock(InsertBlockEvent {
+                timestamp: SystemTime::now(),
+                block: proposal.block.clone(),
+            })
+            .publish(&self.event_publisher);
+        }
 
         let committed_validator_set_updates =
             block_tree.update(&proposal.block.justify, &self.event_publisher)?;
@@ -879,6 +893,11 @@ pub(crate) struct HotStuffConfiguration {
 
     /// The keypair with which the HotStuff implementation should sign `PhaseVote`s.
     pub(crate) keypair: Keypair,
+
+    /// (AITBC patch) Whether anyone (a handler or the event log) takes `Propose`,
+    /// `ReceiveProposal` or `InsertBlock` events. These carry a whole block, and cloning one of
+    /// thousands of transactions for an event nobody reads cost time on every proposal.
+    pub(crate) publish_block_events: bool,
 }
 
 /// The different ways a call to a method of the `HotStuff` struct can fail.
