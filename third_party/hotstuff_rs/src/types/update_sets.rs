@@ -203,3 +203,51 @@ impl From<&ValidatorSetUpdates> for ValidatorSetUpdatesBytes {
         }
     }
 }
+
+#[cfg(test)]
+mod aitbc_tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> (Vec<u8>, Vec<u8>) {
+        (k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn app_state_updates_encode_like_the_former_hash_map_update_set() {
+        let mut old: UpdateSet<Vec<u8>, Vec<u8>> = UpdateSet::new();
+        let mut new = AppStateUpdates::new();
+        for (k, v) in [kv("b", "2"), kv("a", "1"), kv("c", "3"), kv("aa", "x")] {
+            old.insert(k.clone(), v.clone());
+            new.insert(k, v);
+        }
+        for k in ["z", "d"] {
+            old.delete(k.as_bytes().to_vec());
+            new.delete(k.as_bytes().to_vec());
+        }
+        let old_bytes = old.try_to_vec().unwrap();
+        assert_eq!(new.try_to_vec().unwrap(), old_bytes);
+        assert_eq!(AppStateUpdates::try_from_slice(&old_bytes).unwrap(), new);
+    }
+
+    #[test]
+    fn from_sorted_matches_inserting_one_by_one() {
+        let writes = vec![
+            (b"a".to_vec(), Some(b"1".to_vec())),
+            (b"b".to_vec(), None),
+            (b"c".to_vec(), Some(b"3".to_vec())),
+        ];
+        let mut expected = AppStateUpdates::new();
+        expected.insert(b"a".to_vec(), b"1".to_vec());
+        expected.delete(b"b".to_vec());
+        expected.insert(b"c".to_vec(), b"3".to_vec());
+        assert_eq!(AppStateUpdates::from_sorted(writes.clone()), expected);
+        // Out of order is still correct.
+        let mut reversed = writes;
+        reversed.reverse();
+        assert_eq!(AppStateUpdates::from_sorted(reversed), expected);
+        assert_eq!(expected.get_insert(b"c"), Some(&b"3".to_vec()));
+        assert!(expected.contains_delete(b"b"));
+        let keys: Vec<_> = expected.inserts().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
+    }
+}
