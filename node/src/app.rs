@@ -36,6 +36,11 @@ pub struct LedgerApp {
     /// own proposal to validate; executing it a second time would double the leader's work. Taken
     /// by that validation.
     last_proposed: Option<(CryptoHash, ledger::Writes)>,
+    /// A leader proposes only transactions it admitted at least this long ago, so that the other
+    /// validators have mostly received (gossip) and verified them by the time the proposal
+    /// arrives; otherwise they verify them while validating the block, on the consensus
+    /// critical path, and once more at admission. Zero for a single validator.
+    min_tx_age: Duration,
 }
 
 impl LedgerApp {
@@ -46,6 +51,7 @@ impl LedgerApp {
         block_time: Duration,
         metrics: Arc<NodeMetrics>,
         executed: Arc<ExecutedBlocks>,
+        min_tx_age: Duration,
     ) -> Self {
         LedgerApp {
             params,
@@ -55,6 +61,7 @@ impl LedgerApp {
             metrics,
             executed,
             last_proposed: None,
+            min_tx_age,
         }
     }
 }
@@ -151,6 +158,10 @@ impl LedgerApp {
         let deadline = Instant::now() + Duration::from_millis(due_in);
         while Instant::now() < deadline && self.mempool.is_empty() {
             std::thread::sleep(Duration::from_millis(2));
+        }
+        if !self.mempool.is_empty() {
+            // Give what just arrived time to reach the other validators (see `min_tx_age`).
+            std::thread::sleep(self.min_tx_age);
         }
     }
 
@@ -306,15 +317,17 @@ impl App<RocksStore> for LedgerApp {
             0
         };
         let state = TreeState(view);
-        let txs = self
-            .mempool
-            .select(self.params.max_block_txs as usize, |a: &Address| {
+        let txs = self.mempool.select_aged(
+            self.params.max_block_txs as usize,
+            self.min_tx_age,
+            |a: &Address| {
                 state
                     .get(&keys::account(a))
                     .and_then(|b| borsh::from_slice::<Account>(&b).ok())
                     .map(|acct| acct.nonce)
                     .unwrap_or(0)
-            });
+            },
+        );
         let tx_hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
         let mut header = BlockHeader {
             chain_id: self.params.chain_id.clone(),

@@ -24,6 +24,8 @@ pub enum MempoolError {
 struct Entry {
     tx: SignedTransaction,
     seq: u64,
+    /// When the transaction was admitted here.
+    admitted: std::time::Instant,
     /// When the transaction was last sent to peers (admission counts as sent).
     gossiped: std::time::Instant,
 }
@@ -80,12 +82,14 @@ impl Mempool {
         m.seq += 1;
         let seq = m.seq;
         m.by_sender.entry(sender).or_default().insert(nonce, hash);
+        let now = std::time::Instant::now();
         m.by_hash.insert(
             hash,
             Entry {
                 tx,
                 seq,
-                gossiped: std::time::Instant::now(),
+                admitted: now,
+                gossiped: now,
             },
         );
         Ok(())
@@ -150,8 +154,20 @@ impl Mempool {
     pub fn select(
         &self,
         max: usize,
+        nonce_of: impl FnMut(&Address) -> u64,
+    ) -> Vec<SignedTransaction> {
+        self.select_aged(max, std::time::Duration::ZERO, nonce_of)
+    }
+
+    /// [`Self::select`], taking only transactions admitted at least `min_age` ago (a sender's
+    /// run stops at its first younger one).
+    pub fn select_aged(
+        &self,
+        max: usize,
+        min_age: std::time::Duration,
         mut nonce_of: impl FnMut(&Address) -> u64,
     ) -> Vec<SignedTransaction> {
+        let now = std::time::Instant::now();
         let m = self.inner.lock();
         let mut senders: Vec<(u64, &Address, &BTreeMap<u64, Hash>)> = m
             .by_sender
@@ -172,9 +188,11 @@ impl Mempool {
                 if out.len() >= max || *n != expected {
                     break;
                 }
-                if let Some(e) = m.by_hash.get(h) {
-                    out.push(e.tx.clone());
+                let Some(e) = m.by_hash.get(h) else { break };
+                if now.duration_since(e.admitted) < min_age {
+                    break;
                 }
+                out.push(e.tx.clone());
             }
             if out.len() >= max {
                 break;
@@ -243,6 +261,23 @@ mod tests {
         .sign(k);
         let h = s.hash();
         (s, h)
+    }
+
+    #[test]
+    fn aged_selection_skips_what_just_arrived() {
+        let m = Mempool::new(100);
+        let k = Keypair::generate();
+        let (stx, h) = tx(&k, 0);
+        m.insert(stx, h, 0).unwrap();
+        let long = std::time::Duration::from_secs(3600);
+        assert!(m.select_aged(10, long, |_| 0).is_empty());
+        assert_eq!(m.select_aged(10, std::time::Duration::ZERO, |_| 0).len(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(
+            m.select_aged(10, std::time::Duration::from_millis(5), |_| 0)
+                .len(),
+            1
+        );
     }
 
     #[test]
