@@ -304,8 +304,14 @@ impl<N: Network> Pacemaker<N> {
                     .publish(&self.event_publisher);
 
                     // Check if about to enter a new epoch, and if so then set the timeouts for the new epoch.
+                    // AITBC patch: only if that is ahead. A replica restarted after a crash can be in
+                    // a later epoch-change view than the fallback certificate (its own timeouts carried
+                    // it there) while its stored highest TC is older still; upstream then tried to go
+                    // back (`NonIncreasingViewError`), and the algorithm thread panicked.
                     let next_view = tc.view + 1;
-                    self.update_view(next_view, &validator_set_state)?
+                    if next_view > self.view_info.view {
+                        self.update_view(next_view, &validator_set_state)?
+                    }
                 }
             }
         }
@@ -389,8 +395,11 @@ impl<N: Network> Pacemaker<N> {
             }
 
             // 5. Check if about to enter a new epoch, and if so then set the timeouts for the new epoch.
+            // AITBC patch: only if that is ahead (see `on_receive_timeout_vote`).
             let next_view = progress_certificate.view() + 1;
-            self.update_view(next_view, &validator_set_state)?
+            if next_view > self.view_info.view {
+                self.update_view(next_view, &validator_set_state)?
+            }
         }
 
         Ok(())
