@@ -29,11 +29,7 @@ fn binary(name: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    aitbc_protocol::net::free_loopback_port().unwrap()
 }
 
 struct NodeProcess(Child);

@@ -6,6 +6,7 @@ pub mod client;
 pub mod crypto;
 pub mod hash;
 pub mod model;
+pub mod net;
 pub mod receipt;
 pub mod tx;
 

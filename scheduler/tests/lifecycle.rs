@@ -28,11 +28,7 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    aitbc_protocol::net::free_loopback_port().unwrap()
 }
 
 fn read_key(p: &Path) -> Keypair {

@@ -111,9 +111,7 @@ pub fn find_bin(name: &str) -> Result<PathBuf> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(aitbc_protocol::net::free_loopback_port()?)
 }
 
 pub fn pid_alive(pid: u32) -> bool {

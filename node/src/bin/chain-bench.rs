@@ -116,9 +116,7 @@ fn crypto_bound() -> (f64, f64, f64) {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(aitbc_protocol::net::free_loopback_port()?)
 }
 
 struct Net {
