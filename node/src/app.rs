@@ -9,6 +9,7 @@ use crate::metrics::NodeMetrics;
 use crate::store::RocksStore;
 use aitbc_protocol::hash::merkle_root;
 use aitbc_protocol::model::{Account, BlockHeader};
+use aitbc_protocol::tx::SignedTransaction;
 use aitbc_protocol::{Address, Hash, PublicKey};
 use hotstuff_rs::app::{
     App, ProduceBlockRequest, ProduceBlockResponse, ValidateBlockRequest, ValidateBlockResponse,
@@ -169,7 +170,7 @@ impl LedgerApp {
         &self,
         view: &AppBlockTreeView<'_, RocksStore>,
         header: &BlockHeader,
-        txs: &[aitbc_protocol::tx::SignedTransaction],
+        txs: &[SignedTransaction],
         tx_hashes: Vec<Hash>,
     ) -> Option<ledger::BlockOutcome> {
         let state = TreeState(view);
@@ -328,7 +329,12 @@ impl App<RocksStore> for LedgerApp {
                     .unwrap_or(0)
             },
         );
-        let tx_hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
+        // Each transaction is encoded once: its hash and its datum come from the same bytes.
+        let tx_bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.encode()).collect();
+        let tx_hashes: Vec<Hash> = tx_bytes
+            .iter()
+            .map(|b| SignedTransaction::hash_of_encoding(b))
+            .collect();
         let mut header = BlockHeader {
             chain_id: self.params.chain_id.clone(),
             height,
@@ -358,7 +364,7 @@ impl App<RocksStore> for LedgerApp {
             }
         };
         let (data, data_hash) = match &executed {
-            Some(e) => block::encode(&header, &e.txs),
+            Some(_) => block::encode_with_tx_bytes(&header, tx_bytes),
             None => block::encode(&header, &[]),
         };
         if let Some(e) = executed {

@@ -17,11 +17,16 @@ pub enum BlockDecodeError {
 }
 
 pub fn encode(header: &BlockHeader, txs: &[SignedTransaction]) -> (Data, CryptoHash) {
+    encode_with_tx_bytes(header, txs.iter().map(|t| t.encode()).collect())
+}
+
+/// [`encode`] from transactions already encoded (each `SignedTransaction::encode`).
+pub fn encode_with_tx_bytes(header: &BlockHeader, txs: Vec<Vec<u8>>) -> (Data, CryptoHash) {
     let header_bytes = borsh::to_vec(header).expect("encode header");
     let hash = data_hash(&header_bytes);
     let mut data = Vec::with_capacity(txs.len() + 1);
     data.push(Datum::new(header_bytes));
-    data.extend(txs.iter().map(|t| Datum::new(t.encode())));
+    data.extend(txs.into_iter().map(Datum::new));
     (Data::new(data), hash)
 }
 
