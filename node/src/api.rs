@@ -80,22 +80,22 @@ fn agent_info(a: &AgentRecord) -> pb::AgentInfo {
 
 pub fn block_info(b: &CommittedBlock) -> pb::BlockInfo {
     pb::BlockInfo {
-        height: b.header.height,
+        height: b.contents.header.height,
         hash: b.hash.to_hex(),
-        header: enc(&b.header),
-        transactions: b.txs.iter().map(|t| t.encode()).collect(),
-        tx_hashes: b.tx_hashes.iter().map(|h| h.to_hex()).collect(),
-        state_root: b.header.state_root.to_hex(),
-        tx_root: b.header.tx_root.to_hex(),
-        time_ms: b.header.time_ms,
-        proposer: b.header.proposer.to_string(),
+        header: enc(&b.contents.header),
+        transactions: b.contents.txs.iter().map(|t| t.encode()).collect(),
+        tx_hashes: b.contents.tx_hashes.iter().map(|h| h.to_hex()).collect(),
+        state_root: b.contents.header.state_root.to_hex(),
+        tx_root: b.contents.header.tx_root.to_hex(),
+        time_ms: b.contents.header.time_ms,
+        proposer: b.contents.header.proposer.to_string(),
     }
 }
 
 fn committed_block(b: &CommittedBlock) -> pb::CommittedBlock {
     pb::CommittedBlock {
         block: Some(block_info(b)),
-        receipts: b.receipts.iter().map(enc).collect(),
+        receipts: b.contents.receipts.iter().map(enc).collect(),
     }
 }
 
@@ -273,12 +273,13 @@ impl ChainService {
             let (transaction, proof, block_hash) = match &block {
                 Some(b) => {
                     let tx = b
+                        .contents
                         .txs
                         .get(r.index as usize)
                         .map(|t| t.encode())
                         .unwrap_or_default();
                     let proof = if with_proof {
-                        merkle_proof(&b.tx_hashes, r.index as usize)
+                        merkle_proof(&b.contents.tx_hashes, r.index as usize)
                             .map(|p| enc(&p))
                             .unwrap_or_default()
                     } else {
@@ -664,7 +665,7 @@ impl ChainApi for ChainService {
             block_hash: block.as_ref().map(|b| b.hash.to_hex()).unwrap_or_default(),
             state_root: block
                 .as_ref()
-                .map(|b| b.header.state_root.to_hex())
+                .map(|b| b.contents.header.state_root.to_hex())
                 .unwrap_or_default(),
             view: c.view(),
             validators: c.validators().iter().map(|k| k.to_string()).collect(),
@@ -710,7 +711,7 @@ impl ChainApi for ChainService {
                     next += 1;
                 }
                 match live.recv().await {
-                    Ok(b) if b.header.height == next => {
+                    Ok(b) if b.contents.header.height == next => {
                         if tx.send(Ok(committed_block(&b))).await.is_err() {
                             return;
                         }

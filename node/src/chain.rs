@@ -2,14 +2,13 @@
 //! glue that keeps the mempool in step with what committed.
 
 use crate::block;
-use crate::executed::ExecutedBlocks;
+use crate::executed::{ExecutedBlock, ExecutedBlocks};
 use crate::ledger::{self, keys, ChainParams, StateRead};
 use crate::mempool::Mempool;
 use crate::metrics::NodeMetrics;
 use crate::store::RocksStore;
 use crate::verifier::BatchVerifier;
-use aitbc_protocol::model::{Account, BlockHeader, TxReceipt};
-use aitbc_protocol::tx::SignedTransaction;
+use aitbc_protocol::model::{Account, TxReceipt};
 use aitbc_protocol::{Address, Hash};
 use hotstuff_rs::block_tree::accessors::public::BlockTreeCamera;
 use hotstuff_rs::types::data_types::{BlockHeight, CryptoHash};
@@ -17,14 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// A committed block with its decoded contents and receipts.
+/// A committed block: its hash, decoded contents and receipts.
 #[derive(Clone, Debug)]
 pub struct CommittedBlock {
     pub hash: Hash,
-    pub header: BlockHeader,
-    pub txs: Vec<SignedTransaction>,
-    pub tx_hashes: Vec<Hash>,
-    pub receipts: Vec<TxReceipt>,
+    pub contents: ExecutedBlock,
 }
 
 /// Committed state read straight from RocksDB.
@@ -61,17 +57,15 @@ pub struct Chain {
 /// commit happened while it was being read, so the cache never holds a state older than the
 /// last commit it saw.
 #[derive(Default)]
-struct AccountCache(parking_lot::Mutex<(u64, std::collections::HashMap<Address, Account>)>);
+struct AccountCache(parking_lot::Mutex<(u64, foldhash::HashMap<Address, Account>)>);
 
 impl AccountCache {
     const CAPACITY: usize = 1 << 16;
 
-    fn get(&self, a: &Address) -> Option<Account> {
-        self.0.lock().1.get(a).cloned()
-    }
-
-    fn version(&self) -> u64 {
-        self.0.lock().0
+    /// The cached account, or the cache's version to [`Self::put`] what the store holds.
+    fn get(&self, a: &Address) -> Result<Account, u64> {
+        let c = self.0.lock();
+        c.1.get(a).cloned().ok_or(c.0)
     }
 
     fn put(&self, version: u64, a: Address, acct: Account) {
@@ -134,10 +128,10 @@ impl Chain {
 
     /// The committed account (from the cache of accounts read since the last commit).
     pub fn account(&self, a: &Address) -> Account {
-        if let Some(acct) = self.accounts.get(a) {
-            return acct;
-        }
-        let version = self.accounts.version();
+        let version = match self.accounts.get(a) {
+            Ok(acct) => return acct,
+            Err(version) => version,
+        };
         let acct: Account = self.read(&keys::account(a)).unwrap_or_default();
         self.accounts.put(version, *a, acct.clone());
         acct
@@ -202,10 +196,12 @@ impl Chain {
             .collect();
         Some(CommittedBlock {
             hash: Hash(hash.bytes()),
-            header,
-            txs,
-            tx_hashes,
-            receipts,
+            contents: ExecutedBlock {
+                header,
+                txs,
+                tx_hashes,
+                receipts,
+            },
         })
     }
 
@@ -219,12 +215,9 @@ impl Chain {
             .flatten()?;
         let data_hash = snap.block_data_hash(&hash).ok().flatten()?;
         match self.executed.take(&data_hash) {
-            Some(e) if e.header.height == height => Some(CommittedBlock {
+            Some(contents) if contents.header.height == height => Some(CommittedBlock {
                 hash: Hash(hash.bytes()),
-                header: e.header,
-                txs: e.txs,
-                tx_hashes: e.tx_hashes,
-                receipts: e.receipts,
+                contents,
             }),
             _ => self.block_by_hash(&hash),
         }
@@ -249,14 +242,19 @@ impl Chain {
             let Some(b) = self.committed_block_for_feed(next) else {
                 break;
             };
-            let applied = b.receipts.iter().filter(|r| r.error.is_none()).count() as u64;
+            let applied = b
+                .contents
+                .receipts
+                .iter()
+                .filter(|r| r.error.is_none())
+                .count() as u64;
             self.metrics.txs_committed.inc_by(applied);
             self.metrics
                 .txs_rejected
-                .inc_by(b.receipts.len() as u64 - applied);
+                .inc_by(b.contents.receipts.len() as u64 - applied);
             self.metrics.blocks_committed.inc();
             self.mempool
-                .remove_committed(&b.tx_hashes, |a| self.account(a).nonce);
+                .remove_committed(&b.contents.tx_hashes, |a| self.account(a).nonce);
             let _ = self.feed.send(Arc::new(b));
             next += 1;
             self.published.store(next, Ordering::SeqCst);
@@ -281,19 +279,20 @@ mod tests {
     fn account_cache_keeps_reads_until_the_next_commit() {
         let c = AccountCache::default();
         let a = Address([1; 20]);
-        c.put(c.version(), a, acct(3));
-        assert_eq!(c.get(&a).map(|x| x.nonce), Some(3));
+        let version = c.get(&a).unwrap_err();
+        c.put(version, a, acct(3));
+        assert_eq!(c.get(&a).map(|x| x.nonce), Ok(3));
         c.invalidate();
-        assert!(c.get(&a).is_none());
+        assert!(c.get(&a).is_err());
     }
 
     #[test]
     fn a_read_that_overlapped_a_commit_is_not_cached() {
         let c = AccountCache::default();
         let a = Address([2; 20]);
-        let before = c.version();
+        let before = c.get(&a).unwrap_err();
         c.invalidate(); // a commit lands while the store is being read
         c.put(before, a, acct(1));
-        assert!(c.get(&a).is_none());
+        assert!(c.get(&a).is_err());
     }
 }
