@@ -6,7 +6,7 @@ use crate::mempool::MempoolError;
 use crate::p2p::PeerNetwork;
 use crate::verifier::SigCheck;
 use aitbc_protocol::hash::merkle_proof;
-use aitbc_protocol::model::{Account, AgentRecord, Bid, Job, Listing, Totals, TxReceipt};
+use aitbc_protocol::model::{Account, AgentRecord, Bid, Job, Listing, Totals};
 use aitbc_protocol::pb::{self, chain_server::Chain as ChainApi};
 use aitbc_protocol::tx::SignedTransaction;
 use aitbc_protocol::{Address, Amount, Hash, PublicKey};
@@ -267,7 +267,7 @@ impl ChainService {
     }
 
     fn tx_info(&self, hash: &Hash, with_proof: bool) -> Option<pb::TransactionInfo> {
-        if let Some(r) = self.chain.read::<TxReceipt>(&keys::receipt(hash)) {
+        if let Some(r) = self.chain.index.receipt(hash) {
             let top = self.chain.committed_height().unwrap_or(r.height);
             let block = self.chain.block_at(r.height);
             let (transaction, proof, block_hash) = match &block {
@@ -600,15 +600,7 @@ impl ChainApi for ChainService {
         } else {
             req.limit.min(10_000)
         } as usize;
-        let mut hashes = Vec::new();
-        self.chain
-            .store
-            .scan_committed(&keys::history_prefix(&a), true, |_, v| {
-                if let Ok(h) = borsh::from_slice::<Hash>(v) {
-                    hashes.push(h);
-                }
-                hashes.len() < limit
-            });
+        let hashes = self.chain.index.history(&a, limit);
         let transactions = hashes
             .iter()
             .filter_map(|h| self.tx_info(h, false))

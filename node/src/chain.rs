@@ -3,6 +3,7 @@
 
 use crate::block;
 use crate::executed::{ExecutedBlock, ExecutedBlocks};
+use crate::index::{Indexer, TxIndex};
 use crate::ledger::{self, keys, ChainParams, StateRead};
 use crate::mempool::Mempool;
 use crate::metrics::NodeMetrics;
@@ -51,6 +52,8 @@ pub struct Chain {
     pub verifier: BatchVerifier,
     /// Committed accounts read since the last commit (admission reads each sender many times).
     accounts: AccountCache,
+    /// Receipts by transaction hash and account histories, written as blocks are published.
+    pub index: Indexer,
 }
 
 /// Committed accounts, emptied on every commit. A value read from the store is kept only if no
@@ -89,6 +92,7 @@ impl AccountCache {
 impl Chain {
     pub fn new(
         store: RocksStore,
+        index: TxIndex,
         params: ChainParams,
         mempool: Arc<Mempool>,
         metrics: Arc<NodeMetrics>,
@@ -106,11 +110,15 @@ impl Chain {
             syncing: AtomicBool::new(false),
             executed: Arc::new(ExecutedBlocks::default()),
             accounts: AccountCache::default(),
+            index: Indexer::start(index),
             verifier: BatchVerifier::start(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
                 VERIFY_BATCH,
             ),
         };
+        if let Err(e) = chain.catch_up_index() {
+            index_write_failed(e);
+        }
         let next = chain.committed_height().map(|h| h + 1).unwrap_or(0);
         chain.published.store(next, Ordering::SeqCst);
         chain
@@ -118,6 +126,23 @@ impl Chain {
             .height
             .set(chain.committed_height().unwrap_or(0));
         chain
+    }
+
+    /// Indexes the blocks that committed after the last one indexed (the node stopped in
+    /// between), after emptying an index that is ahead of the chain (its database was replaced).
+    fn catch_up_index(&self) -> Result<(), rocksdb::Error> {
+        let top = self.committed_height();
+        let index = self.index.index();
+        if index.next_height()? > top.map_or(0, |t| t + 1) {
+            tracing::warn!("the transaction index is ahead of the chain database; rebuilding it");
+            index.clear()?;
+        }
+        let Some(top) = top else { return Ok(()) };
+        let n = index.catch_up(top, |h| self.block_at(h).map(|b| b.contents))?;
+        if n > 0 {
+            tracing::info!(blocks = n, top, "indexed committed blocks");
+        }
+        Ok(())
     }
 
     pub fn read<T: borsh::BorshDeserialize>(&self, key: &[u8]) -> Option<T> {
@@ -190,10 +215,11 @@ impl Chain {
             return None;
         }
         let tx_hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
-        let receipts = tx_hashes
-            .iter()
-            .filter_map(|h| self.read::<TxReceipt>(&keys::receipt(h)))
-            .collect();
+        let receipts: Vec<TxReceipt> = if txs.is_empty() {
+            vec![]
+        } else {
+            self.read(&keys::block_receipts(header.height))?
+        };
         Some(CommittedBlock {
             hash: Hash(hash.bytes()),
             contents: ExecutedBlock {
@@ -253,15 +279,26 @@ impl Chain {
                 .txs_rejected
                 .inc_by(b.contents.receipts.len() as u64 - applied);
             self.metrics.blocks_committed.inc();
+            let b = Arc::new(b);
+            // Queued for the index before its transactions leave the mempool: a status query
+            // finds each transaction in one or the other.
+            self.index.push(b.clone());
             self.mempool
                 .remove_committed(&b.contents.tx_hashes, |a| self.account(a).nonce);
-            let _ = self.feed.send(Arc::new(b));
+            let _ = self.feed.send(b);
             next += 1;
             self.published.store(next, Ordering::SeqCst);
         }
         self.metrics.height.set(top);
         self.metrics.mempool_size.set(self.mempool.len() as u64);
     }
+}
+
+/// The index lives in the chain's RocksDB: a failed write means the disk is gone, as for
+/// HotStuff's own writes (`store.rs`).
+fn index_write_failed(e: rocksdb::Error) -> ! {
+    tracing::error!(error = %e, "writing the transaction index failed; stopping the node");
+    std::process::exit(70);
 }
 
 #[cfg(test)]

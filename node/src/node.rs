@@ -4,6 +4,7 @@ use crate::api::ChainService;
 use crate::app::LedgerApp;
 use crate::chain::Chain;
 use crate::http;
+use crate::index::TxIndex;
 use crate::ledger::{genesis, ChainParams};
 use crate::mempool::Mempool;
 use crate::metrics::NodeMetrics;
@@ -45,6 +46,8 @@ pub enum StartError {
     Genesis(#[from] genesis::GenesisError),
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
     #[error("data dir {dir} belongs to another chain (genesis {found}); this genesis is {expected}. Use an empty --data-dir")]
     WrongGenesis {
         dir: String,
@@ -138,8 +141,13 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let params = ChainParams::from_genesis(&cfg.genesis);
     let metrics = Arc::new(NodeMetrics::new());
     let mempool = Arc::new(Mempool::new(cfg.mempool_capacity));
+    let index = TxIndex::open(
+        &cfg.data_dir.join("index.db"),
+        &genesis::genesis_hash(&cfg.genesis),
+    )?;
     let chain = Arc::new(Chain::new(
         store.clone(),
+        index,
         params.clone(),
         mempool.clone(),
         metrics.clone(),

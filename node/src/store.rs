@@ -24,27 +24,36 @@ pub struct OpenError {
     source: rocksdb::Error,
 }
 
+/// The node's RocksDB settings.
+pub fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.set_max_open_files(512);
+    opts.increase_parallelism(2);
+    // Compactions run at low CPU priority: under load they must not take the CPU from
+    // consensus (a compaction that lags only leaves more level-0 files for a while).
+    if let Ok(mut env) = rocksdb::Env::new() {
+        env.lower_thread_pool_cpu_priority();
+        opts.set_env(&env);
+    }
+    opts
+}
+
+/// Opens (or creates) a RocksDB database.
+pub fn open_db(path: &Path, opts: &Options) -> Result<DB, OpenError> {
+    DB::open(opts, path).map_err(|source| OpenError {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 impl RocksStore {
     /// Opens (or creates) the database. With `sync_writes` every block is fsynced before the node
     /// votes on the next one, which also survives power loss; without it, a killed process loses
     /// nothing but a machine crash may lose the last blocks (they are re-synced from peers).
     pub fn open(path: &Path, sync_writes: bool) -> Result<RocksStore, OpenError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.set_max_open_files(512);
-        opts.increase_parallelism(2);
-        // Compactions run at low CPU priority: under load they must not take the CPU from
-        // consensus (a compaction that lags only leaves more level-0 files for a while).
-        if let Ok(mut env) = rocksdb::Env::new() {
-            env.lower_thread_pool_cpu_priority();
-            opts.set_env(&env);
-        }
-        let db = DB::open(&opts, path).map_err(|source| OpenError {
-            path: path.display().to_string(),
-            source,
-        })?;
         Ok(RocksStore {
-            db: Arc::new(db),
+            db: Arc::new(open_db(path, &db_options())?),
             sync_writes,
         })
     }

@@ -58,7 +58,7 @@ impl BatchVerifier {
             let spawned = std::thread::Builder::new()
                 .name(format!("sig-verify-{i}"))
                 .spawn(move || {
-                    lower_this_threads_priority();
+                    crate::priority::set_this_thread(crate::priority::Background::Low);
                     work(&shared)
                 });
             if let Err(e) = spawned {
@@ -104,30 +104,6 @@ impl Drop for BatchVerifier {
     }
 }
 
-/// Verification threads run at a lower CPU priority (a higher nice value) than the rest of the
-/// node: when the machine is saturated, consensus and the network go first and admission waits,
-/// which holds clients back instead of stretching every view.
-#[cfg(target_os = "linux")]
-fn lower_this_threads_priority() {
-    // SAFETY: setpriority on this thread's id only changes its scheduling priority.
-    let rc = unsafe {
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            libc::gettid() as libc::id_t,
-            VERIFY_NICENESS,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!("could not lower the priority of a verification thread");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_this_threads_priority() {}
-
-/// The nice value of verification threads.
-#[cfg(target_os = "linux")]
-const VERIFY_NICENESS: libc::c_int = 10;
 /// After a batch of at least this many signatures (the node is busy), a worker waits up to
 /// [`LINGER`] for half a batch to queue before verifying: fewer, larger batches under load, and
 /// no added wait when the node is idle.

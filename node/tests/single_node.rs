@@ -133,6 +133,21 @@ async fn committed_transactions_survive_kill_9_and_restart() {
         assert_eq!(info.height, *height, "tx {h} moved to another block");
         assert!(!info.proof.is_empty());
     }
+    // The account's history (an index rebuilt from the chain after the kill) lists them too,
+    // newest first.
+    let history = c.history(&ops.address(), 10_000).await.unwrap();
+    let listed: Vec<(u64, u32)> = history.iter().map(|t| (t.height, t.index)).collect();
+    let mut newest_first = listed.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(listed, newest_first, "history out of order");
+    let in_history: std::collections::HashSet<&str> =
+        history.iter().map(|t| t.tx_hash.as_str()).collect();
+    for h in seen.keys() {
+        assert!(
+            in_history.contains(h.as_str()),
+            "tx {h} missing from history after kill -9"
+        );
+    }
     for (h, (hash, root)) in &roots {
         let b = c.block(*h).await.unwrap();
         assert_eq!(&b.hash, hash, "block {h} changed after restart");

@@ -105,10 +105,13 @@ pub fn apply_block_with_hashes<S: StateRead + ?Sized>(
     let mut ov = Overlay::new(state);
     let mut receipts = Vec::with_capacity(txs.len());
     for (i, stx) in txs.iter().enumerate() {
-        let receipt = apply_tx(&mut ov, ctx, stx, hashes[i], i as u32, sig_ok[i])?;
-        ov.write(keys::receipt(&hashes[i]), &receipt);
-        index_history(&mut ov, stx, &receipt);
-        receipts.push(receipt);
+        receipts.push(apply_tx(&mut ov, ctx, stx, hashes[i], i as u32, sig_ok[i])?);
+    }
+    // One value per block rather than one per transaction: the receipts are committed state (the
+    // state root covers them), and the indexes by transaction and by account are derived from
+    // them off the consensus path (`crate::index`).
+    if !receipts.is_empty() {
+        ov.write(keys::block_receipts(ctx.height), &receipts);
     }
     let tx_root = merkle_root(&hashes);
     let prev_root: Hash = ov.read(keys::STATE_ROOT)?.unwrap_or_default();
@@ -304,30 +307,6 @@ fn apply_tx<S: StateRead + ?Sized>(
         error,
         fee_paid: tx.fee,
     })
-}
-
-/// Writes `h/ADDRESS…` entries for the sender and every account an event names.
-fn index_history<S: StateRead + ?Sized>(
-    ov: &mut Overlay<'_, S>,
-    stx: &SignedTransaction,
-    r: &TxReceipt,
-) {
-    let mut who: Vec<Address> = vec![stx.tx.sender_address()];
-    for e in &r.events {
-        match e {
-            Event::Transferred { to, .. } => who.push(*to),
-            Event::BidSettled { provider, .. } | Event::JobSettled { provider, .. } => {
-                who.push(*provider)
-            }
-            Event::JobRefunded { customer, .. } => who.push(*customer),
-            _ => {}
-        }
-    }
-    who.sort();
-    who.dedup();
-    for a in who {
-        ov.write(keys::history(&a, r.height, r.index), &r.tx_hash);
-    }
 }
 
 const MAX_NAME: usize = 128;

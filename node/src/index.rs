@@ -1,0 +1,621 @@
+//! The node's transaction index: each committed transaction's receipt by its hash, and each
+//! account's history. Both are derived from committed blocks (their transactions, and the
+//! receipts the ledger commits as one value per block), so they stay out of the consensus state
+//! and out of the chain database: they live in their own RocksDB (`index.db` beside
+//! `chain.db`), written by a background thread at low CPU priority ([`Indexer`]) after the block
+//! is published, so consensus never waits for them. Until a block is written, lookups find its
+//! transactions in the indexer's queue.
+//!
+//! Writes skip the write-ahead log: what a killed node had not flushed is indexed again from the
+//! chain when it starts ([`TxIndex::catch_up`]). A flush keeps a prefix of the writes, so the
+//! next height the index records never runs ahead of its entries.
+//!
+//! Keys: `t TXHASH` -> receipt, `h ADDRESS HEIGHT(be) POSITION(be)` -> transaction hash,
+//! `n` -> the next height to index, `g` -> the genesis hash of the chain it indexes.
+
+use crate::chain::CommittedBlock;
+use crate::executed::ExecutedBlock;
+use crate::priority::Background;
+use crate::store::{db_options, open_db, OpenError};
+use aitbc_protocol::model::{Event, TxReceipt};
+use aitbc_protocol::tx::SignedTransaction;
+use aitbc_protocol::{Address, Hash};
+use parking_lot::Mutex;
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use std::collections::{HashSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+const RECEIPT: u8 = b't';
+const HISTORY: u8 = b'h';
+const NEXT_HEIGHT: &[u8] = b"n";
+const GENESIS: &[u8] = b"g";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("cannot read or write the transaction index: {0}")]
+    Db(#[from] rocksdb::Error),
+}
+
+#[derive(Clone)]
+pub struct TxIndex {
+    db: Arc<DB>,
+}
+
+fn receipt_key(tx: &Hash) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 32);
+    k.push(RECEIPT);
+    k.extend_from_slice(&tx.0);
+    k
+}
+
+fn history_prefix(a: &Address) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 20 + 12);
+    k.push(HISTORY);
+    k.extend_from_slice(&a.0);
+    k
+}
+
+fn history_key(a: &Address, height: u64, position: u32) -> Vec<u8> {
+    let mut k = history_prefix(a);
+    k.extend_from_slice(&height.to_be_bytes());
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+/// The accounts whose history a transaction belongs to: its sender and every account its events
+/// name as the other side, each once.
+pub fn accounts_involved(stx: &SignedTransaction, receipt: &TxReceipt) -> Vec<Address> {
+    let mut who: Vec<Address> = vec![stx.tx.sender_address()];
+    for e in &receipt.events {
+        match e {
+            Event::Transferred { to, .. } => who.push(*to),
+            Event::BidSettled { provider, .. } | Event::JobSettled { provider, .. } => {
+                who.push(*provider)
+            }
+            Event::JobRefunded { customer, .. } => who.push(*customer),
+            _ => {}
+        }
+    }
+    who.sort();
+    who.dedup();
+    who
+}
+
+impl TxIndex {
+    /// Opens (or creates) the index of the chain with genesis hash `genesis`. An index of
+    /// another chain found there is emptied.
+    pub fn open(path: &Path, genesis: &Hash) -> Result<TxIndex, IndexError> {
+        let index = TxIndex {
+            db: Arc::new(open_db(path, &db_options())?),
+        };
+        let found = index.db.get(GENESIS)?;
+        if found.as_deref() != Some(genesis.0.as_slice()) {
+            if found.is_some() {
+                tracing::warn!(path = %path.display(), "the transaction index belongs to another chain; rebuilding it");
+            }
+            index.clear()?;
+            index.db.put(GENESIS, genesis.0)?;
+        }
+        Ok(index)
+    }
+
+    /// Deletes every entry but the genesis hash: the index is rebuilt from height 0.
+    pub fn clear(&self) -> Result<(), rocksdb::Error> {
+        let mut wb = WriteBatch::default();
+        wb.delete_range(&[HISTORY][..], &[HISTORY + 1][..]);
+        wb.delete_range(&[RECEIPT][..], &[RECEIPT + 1][..]);
+        wb.delete(NEXT_HEIGHT);
+        self.db.write(wb)
+    }
+
+    /// The lowest height not indexed yet.
+    pub fn next_height(&self) -> Result<u64, rocksdb::Error> {
+        Ok(self
+            .db
+            .get(NEXT_HEIGHT)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Indexes a committed block's transactions, in one write with the next height. A block at
+    /// a height already indexed is written again (same keys, same values).
+    pub fn add_block(&self, block: &ExecutedBlock) -> Result<(), rocksdb::Error> {
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(block.receipts.len() * 3);
+        for (stx, receipt) in block.txs.iter().zip(&block.receipts) {
+            entries.push((
+                receipt_key(&receipt.tx_hash),
+                borsh::to_vec(receipt).expect("borsh encoding into a Vec"),
+            ));
+            for a in accounts_involved(stx, receipt) {
+                entries.push((
+                    history_key(&a, receipt.height, receipt.index),
+                    receipt.tx_hash.0.to_vec(),
+                ));
+            }
+        }
+        // RocksDB's memtable (a skip list) takes keys in order several times faster than
+        // scattered ones, and a transaction hash scatters them.
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut wb = WriteBatch::default();
+        for (k, v) in &entries {
+            wb.put(k, v);
+        }
+        let next = (block.header.height + 1).max(self.next_height()?);
+        wb.put(NEXT_HEIGHT, next.to_be_bytes());
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        self.db.write_opt(wb, &opts)
+    }
+
+    /// The receipt of a committed transaction.
+    pub fn receipt(&self, tx: &Hash) -> Option<TxReceipt> {
+        let bytes = self.db.get(receipt_key(tx)).ok()??;
+        borsh::from_slice(&bytes).ok()
+    }
+
+    /// Hashes of an account's last `limit` transactions, newest first.
+    pub fn history(&self, a: &Address, limit: usize) -> Vec<Hash> {
+        let prefix = history_prefix(a);
+        // Every history key of this account sorts below the prefix followed by 0xff bytes.
+        let mut upper = prefix.clone();
+        upper.extend_from_slice(&[0xff; 13]);
+        self.db
+            .iterator(IteratorMode::From(&upper, Direction::Reverse))
+            .map_while(|item| item.ok())
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(_, v)| <[u8; 32]>::try_from(v.as_ref()).ok().map(Hash))
+            .take(limit)
+            .collect()
+    }
+
+    /// Indexes the committed blocks from [`Self::next_height`] up to `top`, reading them with
+    /// `block_at` (e.g. after a restart that came between a commit and its indexing). Returns
+    /// how many blocks it indexed.
+    pub fn catch_up(
+        &self,
+        top: u64,
+        mut block_at: impl FnMut(u64) -> Option<ExecutedBlock>,
+    ) -> Result<u64, rocksdb::Error> {
+        let from = self.next_height()?;
+        let mut done = 0;
+        for height in from..=top {
+            let Some(block) = block_at(height) else {
+                tracing::warn!(
+                    height,
+                    "committed block missing from the store; index stops here"
+                );
+                break;
+            };
+            self.add_block(&block)?;
+            done += 1;
+            if done % 1000 == 0 {
+                tracing::info!(height, top, "indexing committed blocks");
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Blocks published and not yet indexed at most; publishing waits beyond (bounded memory when
+/// the disk or the CPU falls behind for long).
+const MAX_QUEUED_BLOCKS: usize = 128;
+/// The index thread runs in the idle class: under a burst the index lags (lookups see the
+/// pending blocks) instead of taking CPU from consensus. From this many blocks or transactions
+/// waiting it runs at low priority (nice 10) instead, until the backlog is down to
+/// [`IDLE_AT_BLOCKS`] again, so that a long overload does not reach [`MAX_QUEUED_BLOCKS`]
+/// (leaving the idle class needs CAP_SYS_NICE or a nice rlimit; without, publishing waits at
+/// the bound).
+const CATCH_UP_AT_BLOCKS: u64 = 96;
+const CATCH_UP_AT_TXS: u64 = 200_000;
+const IDLE_AT_BLOCKS: u64 = 16;
+
+struct IndexThread {
+    index: TxIndex,
+    written: Arc<AtomicU64>,
+    pushed: Arc<AtomicU64>,
+    pushed_txs: Arc<AtomicU64>,
+}
+
+impl IndexThread {
+    fn run(self, blocks: Receiver<Arc<CommittedBlock>>) {
+        let mut class = Background::Idle;
+        crate::priority::set_this_thread(class);
+        let mut done = 0u64;
+        let mut done_txs = 0u64;
+        for block in blocks {
+            if let Err(e) = self.index.add_block(&block.contents) {
+                tracing::error!(error = %e, "writing the transaction index failed; stopping the node");
+                std::process::exit(70);
+            }
+            done += 1;
+            done_txs += block.contents.txs.len() as u64;
+            self.written
+                .fetch_max(block.contents.header.height + 1, Ordering::Release);
+            let blocks_behind = self.pushed.load(Ordering::Relaxed).saturating_sub(done);
+            let txs_behind = self
+                .pushed_txs
+                .load(Ordering::Relaxed)
+                .saturating_sub(done_txs);
+            let wanted = match class {
+                Background::Idle
+                    if blocks_behind >= CATCH_UP_AT_BLOCKS || txs_behind >= CATCH_UP_AT_TXS =>
+                {
+                    Background::Low
+                }
+                Background::Low if blocks_behind <= IDLE_AT_BLOCKS => Background::Idle,
+                c => c,
+            };
+            if wanted != class {
+                tracing::info!(blocks_behind, txs_behind, priority = ?wanted, "transaction index");
+                class = wanted;
+                crate::priority::set_this_thread(class);
+            }
+        }
+    }
+}
+
+/// Writes published blocks to the [`TxIndex`] on a background thread in the idle scheduling
+/// class, and answers lookups from the index and from the blocks not yet written. The thread
+/// takes no lock that publishing or lookups take (it may be preempted at any point): blocks
+/// reach it through a bounded channel, and it reports progress in an atomic. Dropping the
+/// `Indexer` stops the thread; blocks not yet written are indexed when the node starts again.
+pub struct Indexer {
+    index: TxIndex,
+    /// Published blocks, oldest first, that may not be written yet. A block leaves only once
+    /// the thread reports it written, so every published transaction is here or in the index.
+    pending: Mutex<VecDeque<Arc<CommittedBlock>>>,
+    /// `None` once dropped (closing the channel stops the thread).
+    to_thread: Option<SyncSender<Arc<CommittedBlock>>>,
+    /// One more than the height of the last block the thread wrote (0: none yet).
+    written: Arc<AtomicU64>,
+    /// Blocks and transactions handed to the thread so far.
+    pushed: Arc<AtomicU64>,
+    pushed_txs: Arc<AtomicU64>,
+}
+
+impl Indexer {
+    pub fn start(index: TxIndex) -> Indexer {
+        let (to_thread, from_publisher) = sync_channel::<Arc<CommittedBlock>>(MAX_QUEUED_BLOCKS);
+        let written = Arc::new(AtomicU64::new(0));
+        let pushed = Arc::new(AtomicU64::new(0));
+        let pushed_txs = Arc::new(AtomicU64::new(0));
+        let worker = IndexThread {
+            index: index.clone(),
+            written: written.clone(),
+            pushed: pushed.clone(),
+            pushed_txs: pushed_txs.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("tx-index".into())
+            .spawn(move || worker.run(from_publisher));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the transaction index thread; stopping the node");
+            std::process::exit(70);
+        }
+        Indexer {
+            index,
+            pending: Mutex::new(VecDeque::new()),
+            to_thread: Some(to_thread),
+            written,
+            pushed,
+            pushed_txs,
+        }
+    }
+
+    pub fn index(&self) -> &TxIndex {
+        &self.index
+    }
+
+    /// Hands a published block to the index thread; waits while [`MAX_QUEUED_BLOCKS`] wait
+    /// for it. Blocks are pushed in height order, by one publisher at a time.
+    pub fn push(&self, block: Arc<CommittedBlock>) {
+        {
+            let mut pending = self.pending.lock();
+            let written = self.written.load(Ordering::Acquire);
+            while pending
+                .front()
+                .is_some_and(|b| b.contents.header.height < written)
+            {
+                pending.pop_front();
+            }
+            pending.push_back(block.clone());
+        }
+        if let Some(tx) = &self.to_thread {
+            self.pushed.fetch_add(1, Ordering::Relaxed);
+            self.pushed_txs
+                .fetch_add(block.contents.txs.len() as u64, Ordering::Relaxed);
+            // Fails only when the thread is gone, i.e. the node is stopping.
+            let _ = tx.send(block);
+        }
+    }
+
+    /// The receipt of a committed transaction.
+    pub fn receipt(&self, tx: &Hash) -> Option<TxReceipt> {
+        // The pending blocks first: a block leaves them only once it is in the index.
+        let pending = self.pending.lock().iter().find_map(|b| {
+            let i = b.contents.tx_hashes.iter().position(|h| h == tx)?;
+            b.contents.receipts.get(i).cloned()
+        });
+        pending.or_else(|| self.index.receipt(tx))
+    }
+
+    /// Hashes of an account's last `limit` transactions, newest first.
+    pub fn history(&self, a: &Address, limit: usize) -> Vec<Hash> {
+        let mut out: Vec<Hash> = Vec::new();
+        for b in self.pending.lock().iter().rev() {
+            let c = &b.contents;
+            for (stx, r) in c.txs.iter().zip(&c.receipts).rev() {
+                if out.len() < limit && accounts_involved(stx, r).contains(a) {
+                    out.push(r.tx_hash);
+                }
+            }
+        }
+        // A pending block may be written already: keep each transaction once.
+        let seen: HashSet<Hash> = out.iter().copied().collect();
+        let older = self.index.history(a, limit);
+        out.extend(older.into_iter().filter(|h| !seen.contains(h)));
+        out.truncate(limit);
+        out
+    }
+
+    /// One more than the height of the last block written to the index by this `Indexer`.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.to_thread = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aitbc_protocol::model::BlockHeader;
+    use aitbc_protocol::tx::{Action, Transaction};
+    use aitbc_protocol::{Amount, Keypair};
+
+    const GENESIS_A: Hash = Hash([1; 32]);
+
+    fn transfer(from: &Keypair, to: Address, nonce: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: "test".into(),
+            sender: from.public(),
+            nonce,
+            fee: Amount(1),
+            action: Action::Transfer {
+                to,
+                amount: Amount(5),
+            },
+        }
+        .sign(from)
+    }
+
+    /// A block at `height` of transfers `from -> to`, receipts as the ledger would write them.
+    fn block(height: u64, txs: Vec<SignedTransaction>, to: Address) -> ExecutedBlock {
+        let tx_hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
+        let receipts = txs
+            .iter()
+            .zip(&tx_hashes)
+            .enumerate()
+            .map(|(i, (t, h))| TxReceipt {
+                tx_hash: *h,
+                height,
+                index: i as u32,
+                error: None,
+                fee_paid: Amount(1),
+                events: vec![Event::Transferred {
+                    from: t.tx.sender_address(),
+                    to,
+                    amount: Amount(5),
+                }],
+            })
+            .collect();
+        ExecutedBlock {
+            header: BlockHeader {
+                chain_id: "test".into(),
+                height,
+                prev_hash: Hash::ZERO,
+                time_ms: 0,
+                proposer: Keypair::generate().public(),
+                tx_root: Hash::ZERO,
+                state_root: Hash::ZERO,
+                tx_count: txs.len() as u32,
+            },
+            txs,
+            tx_hashes,
+            receipts,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, TxIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TxIndex::open(dir.path(), &GENESIS_A).unwrap();
+        (dir, index)
+    }
+
+    #[test]
+    fn receipts_by_hash_and_history_newest_first() {
+        let (_dir, index) = open();
+        let alice = Keypair::generate();
+        let bob = Keypair::generate().address();
+        let b0 = block(
+            0,
+            vec![transfer(&alice, bob, 0), transfer(&alice, bob, 1)],
+            bob,
+        );
+        let b1 = block(1, vec![transfer(&alice, bob, 2)], bob);
+        assert_eq!(index.next_height().unwrap(), 0);
+        index.add_block(&b0).unwrap();
+        index.add_block(&b1).unwrap();
+        assert_eq!(index.next_height().unwrap(), 2);
+
+        let r = index.receipt(&b0.tx_hashes[1]).unwrap();
+        assert_eq!((r.height, r.index), (0, 1));
+        assert_eq!(index.receipt(&Hash([7; 32])), None);
+
+        let newest_first = vec![b1.tx_hashes[0], b0.tx_hashes[1], b0.tx_hashes[0]];
+        assert_eq!(index.history(&alice.address(), 10), newest_first);
+        // The recipient's history holds the same transactions; a limit keeps the newest.
+        assert_eq!(index.history(&bob, 2), newest_first[..2].to_vec());
+        assert!(index.history(&Keypair::generate().address(), 10).is_empty());
+    }
+
+    #[test]
+    fn catch_up_indexes_exactly_the_missing_heights() {
+        let (_dir, index) = open();
+        let alice = Keypair::generate();
+        let bob = Keypair::generate().address();
+        let blocks: Vec<ExecutedBlock> = (0..5)
+            .map(|h| block(h, vec![transfer(&alice, bob, h)], bob))
+            .collect();
+        index.add_block(&blocks[0]).unwrap();
+        index.add_block(&blocks[1]).unwrap();
+        let mut asked = vec![];
+        let done = index
+            .catch_up(4, |h| {
+                asked.push(h);
+                blocks.get(h as usize).cloned()
+            })
+            .unwrap();
+        assert_eq!((done, asked), (3, vec![2, 3, 4]));
+        assert_eq!(index.next_height().unwrap(), 5);
+        assert_eq!(index.history(&alice.address(), 100).len(), 5);
+        // Re-indexing an old block neither duplicates its history nor moves the height back.
+        index.add_block(&blocks[1]).unwrap();
+        assert_eq!(index.next_height().unwrap(), 5);
+        assert_eq!(index.history(&bob, 100).len(), 5);
+    }
+
+    #[test]
+    fn what_was_indexed_is_there_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = Keypair::generate();
+        let bob = Keypair::generate().address();
+        let b0 = block(0, vec![transfer(&alice, bob, 0)], bob);
+        {
+            let index = TxIndex::open(dir.path(), &GENESIS_A).unwrap();
+            index.add_block(&b0).unwrap();
+        }
+        let index = TxIndex::open(dir.path(), &GENESIS_A).unwrap();
+        assert_eq!(index.next_height().unwrap(), 1);
+        assert_eq!(
+            index.receipt(&b0.tx_hashes[0]),
+            Some(b0.receipts[0].clone())
+        );
+    }
+
+    #[test]
+    fn an_index_of_another_chain_or_one_cleared_starts_from_height_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = Keypair::generate();
+        let bob = Keypair::generate().address();
+        let b0 = block(0, vec![transfer(&alice, bob, 0)], bob);
+        {
+            let index = TxIndex::open(dir.path(), &GENESIS_A).unwrap();
+            index.add_block(&b0).unwrap();
+            index.clear().unwrap();
+            assert_eq!(index.next_height().unwrap(), 0);
+            assert_eq!(index.receipt(&b0.tx_hashes[0]), None);
+            assert!(index.history(&bob, 10).is_empty());
+            index.add_block(&b0).unwrap();
+        }
+        let other = TxIndex::open(dir.path(), &Hash([2; 32])).unwrap();
+        assert_eq!(other.next_height().unwrap(), 0);
+        assert_eq!(other.receipt(&b0.tx_hashes[0]), None);
+    }
+
+    /// Waits until the indexer's thread has written up to `height`.
+    fn wait_written(indexer: &Indexer, height: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while indexer.written() <= height {
+            assert!(std::time::Instant::now() < deadline, "index thread stuck");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn committed(b: ExecutedBlock) -> Arc<CommittedBlock> {
+        Arc::new(CommittedBlock {
+            hash: Hash([b.header.height as u8; 32]),
+            contents: b,
+        })
+    }
+
+    #[test]
+    fn the_indexer_answers_for_every_pushed_block_before_and_after_writing_it() {
+        let (_dir, index) = open();
+        let indexer = Indexer::start(index.clone());
+        let alice = Keypair::generate();
+        let bob = Keypair::generate().address();
+        let blocks: Vec<ExecutedBlock> = (0..20)
+            .map(|h| {
+                block(
+                    h,
+                    vec![
+                        transfer(&alice, bob, 2 * h),
+                        transfer(&alice, bob, 2 * h + 1),
+                    ],
+                    bob,
+                )
+            })
+            .collect();
+        let all_newest_first: Vec<Hash> = blocks
+            .iter()
+            .rev()
+            .flat_map(|b| b.tx_hashes.iter().rev().copied())
+            .collect();
+        for (i, b) in blocks.iter().enumerate() {
+            indexer.push(committed(b.clone()));
+            // Right after the push, written or not, every transaction so far is found once.
+            for h in &b.tx_hashes {
+                assert_eq!(indexer.receipt(h).map(|r| r.tx_hash), Some(*h));
+            }
+            let so_far = &all_newest_first[all_newest_first.len() - 2 * (i + 1)..];
+            assert_eq!(indexer.history(&alice.address(), 1000), so_far);
+            assert_eq!(indexer.history(&bob, 3), so_far[..3.min(so_far.len())]);
+        }
+        wait_written(&indexer, 19);
+        // Written: the index alone has them all.
+        assert_eq!(index.next_height().unwrap(), 20);
+        assert_eq!(index.history(&alice.address(), 1000), all_newest_first);
+        assert_eq!(indexer.history(&bob, 1000), all_newest_first);
+        // Pushing again drops what is written from the pending list.
+        indexer.push(committed(block(20, vec![], bob)));
+        assert_eq!(indexer.pending.lock().len(), 1);
+    }
+
+    #[test]
+    fn a_transaction_belongs_to_its_sender_and_the_accounts_its_events_name() {
+        let alice = Keypair::generate();
+        let bob = Keypair::generate().address();
+        let stx = transfer(&alice, bob, 0);
+        let mut b = block(0, vec![stx.clone()], bob);
+        let mut expected = vec![alice.address(), bob];
+        expected.sort();
+        assert_eq!(accounts_involved(&stx, &b.receipts[0]), expected);
+        // A rejected transaction has no events: only its sender.
+        b.receipts[0].events.clear();
+        assert_eq!(
+            accounts_involved(&stx, &b.receipts[0]),
+            vec![alice.address()]
+        );
+        // A transfer to oneself is listed once.
+        b.receipts[0].events = vec![Event::Transferred {
+            from: alice.address(),
+            to: alice.address(),
+            amount: Amount(1),
+        }];
+        assert_eq!(
+            accounts_involved(&stx, &b.receipts[0]),
+            vec![alice.address()]
+        );
+    }
+}
