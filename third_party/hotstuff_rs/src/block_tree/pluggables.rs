@@ -245,23 +245,12 @@ pub trait KVGet {
     /* ↓↓↓ Committed Validator Set ↓↓↓ */
 
     fn committed_validator_set(&self) -> Result<ValidatorSet, KVGetError> {
-        let committed_validator_set_bytes = ValidatorSetBytes::deserialize(
-            &mut &*self.get(&variables::COMMITTED_VALIDATOR_SET).ok_or(
-                KVGetError::ValueExpectedButNotFound {
-                    key: Key::CommittedValidatorSet,
-                },
-            )?,
-        )
-        .map_err(|err| KVGetError::DeserializeValueError {
-            key: Key::CommittedValidatorSet,
-            source: err,
-        })?;
-        ValidatorSet::try_from(committed_validator_set_bytes).map_err(|err| {
-            KVGetError::Ed25519DalekError {
+        let bytes = self.get(&variables::COMMITTED_VALIDATOR_SET).ok_or(
+            KVGetError::ValueExpectedButNotFound {
                 key: Key::CommittedValidatorSet,
-                source: err,
-            }
-        })
+            },
+        )?;
+        decode_validator_set(&bytes)
     }
 
     /* ↓↓↓ Validator Set Updates Status ↓↓↓ */
@@ -389,23 +378,12 @@ pub trait KVGet {
     /* ↓↓↓ Previous Validator Set ↓↓↓ */
 
     fn previous_validator_set(&self) -> Result<ValidatorSet, KVGetError> {
-        let previous_validator_set_bytes = ValidatorSetBytes::deserialize(
-            &mut &*self.get(&variables::PREVIOUS_VALIDATOR_SET).ok_or(
-                KVGetError::ValueExpectedButNotFound {
-                    key: Key::CommittedValidatorSet,
-                },
-            )?,
-        )
-        .map_err(|err| KVGetError::DeserializeValueError {
-            key: Key::CommittedValidatorSet,
-            source: err,
-        })?;
-        ValidatorSet::try_from(previous_validator_set_bytes).map_err(|err| {
-            KVGetError::Ed25519DalekError {
+        let bytes = self.get(&variables::PREVIOUS_VALIDATOR_SET).ok_or(
+            KVGetError::ValueExpectedButNotFound {
                 key: Key::CommittedValidatorSet,
-                source: err,
-            }
-        })
+            },
+        )?;
+        decode_validator_set(&bytes)
     }
 
     /* ↓↓↓ Validator Set Update Block Height ↓↓↓ */
@@ -548,4 +526,89 @@ pub trait WriteBatch {
     fn new() -> Self;
     fn set(&mut self, key: &[u8], value: &[u8]);
     fn delete(&mut self, key: &[u8]);
+}
+
+/// (AITBC patch) Decodes a stored validator set. Decoding decompresses every validator's key
+/// (twice), and HotStuff reads the committed and previous sets for every message it handles, so
+/// the last few decodings are kept, keyed by the stored bytes (a changed set has other bytes).
+fn decode_validator_set(bytes: &[u8]) -> Result<ValidatorSet, KVGetError> {
+    static DECODED: std::sync::Mutex<Vec<(Vec<u8>, ValidatorSet)>> =
+        std::sync::Mutex::new(Vec::new());
+    const KEEP: usize = 8;
+    let memo = |d: &Vec<(Vec<u8>, ValidatorSet)>| {
+        d.iter()
+            .find(|(b, _)| b.as_slice() == bytes)
+            .map(|(_, vs)| vs.clone())
+    };
+    if let Some(vs) = memo(&DECODED.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(vs);
+    }
+    let vs_bytes = ValidatorSetBytes::deserialize(&mut &*bytes).map_err(|err| {
+        KVGetError::DeserializeValueError {
+            key: Key::CommittedValidatorSet,
+            source: err,
+        }
+    })?;
+    let vs = ValidatorSet::try_from(vs_bytes).map_err(|err| KVGetError::Ed25519DalekError {
+        key: Key::CommittedValidatorSet,
+        source: err,
+    })?;
+    let mut decoded = DECODED.lock().unwrap_or_else(|p| p.into_inner());
+    if decoded.len() >= KEEP {
+        decoded.remove(0);
+    }
+    decoded.push((bytes.to_vec(), vs.clone()));
+    Ok(vs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::data_types::Power;
+    use ed25519_dalek::SigningKey;
+    use std::collections::HashMap;
+
+    struct Map(HashMap<Vec<u8>, Vec<u8>>);
+
+    impl KVGet for Map {
+        fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+            self.0.get(key).cloned()
+        }
+    }
+
+    fn stored(vs: &ValidatorSet) -> Vec<u8> {
+        let bytes: ValidatorSetBytes = vs.into();
+        borsh::to_vec(&bytes).unwrap()
+    }
+
+    fn set_of(seeds: &[u8]) -> ValidatorSet {
+        let mut vs = ValidatorSet::new();
+        for &s in seeds {
+            vs.put(&SigningKey::from_bytes(&[s; 32]).verifying_key(), Power::new(1));
+        }
+        vs
+    }
+
+    #[test]
+    fn decoded_validator_sets_follow_the_stored_bytes() {
+        let (a, b) = (set_of(&[11, 12, 13, 14]), set_of(&[11, 12, 13, 15]));
+        let mut map = Map(HashMap::new());
+        map.0
+            .insert(variables::COMMITTED_VALIDATOR_SET.to_vec(), stored(&a));
+        map.0
+            .insert(variables::PREVIOUS_VALIDATOR_SET.to_vec(), stored(&b));
+        // Twice each: the second read comes from the kept decoding and must be the same.
+        for _ in 0..2 {
+            assert!(map.committed_validator_set().unwrap() == a);
+            assert!(map.previous_validator_set().unwrap() == b);
+        }
+        // A changed set is decoded anew.
+        map.0
+            .insert(variables::COMMITTED_VALIDATOR_SET.to_vec(), stored(&b));
+        assert!(map.committed_validator_set().unwrap() == b);
+        // Bytes that do not decode are an error, not a kept set.
+        map.0
+            .insert(variables::COMMITTED_VALIDATOR_SET.to_vec(), vec![1, 2, 3]);
+        assert!(map.committed_validator_set().is_err());
+    }
 }
