@@ -6,9 +6,9 @@
 //! is published, so consensus never waits for them. Until a block is written, lookups find its
 //! transactions in the indexer's queue.
 //!
-//! Writes skip the write-ahead log: what a killed node had not flushed is indexed again from the
-//! chain when it starts ([`TxIndex::catch_up`]). A flush keeps a prefix of the writes, so the
-//! next height the index records never runs ahead of its entries.
+//! Each write is a sorted table file that RocksDB ingests whole, with the next height to index
+//! in the same file, so the height never runs ahead of the entries. A node that stopped before
+//! indexing a committed block indexes it when it starts again ([`TxIndex::catch_up`]).
 //!
 //! Keys: `t TXHASH` -> receipt, `h ADDRESS HEIGHT(be) POSITION(be)` -> transaction hash,
 //! `n` -> the next height to index, `g` -> the genesis hash of the chain it indexes.
@@ -21,9 +21,9 @@ use aitbc_protocol::model::{Event, TxReceipt};
 use aitbc_protocol::tx::SignedTransaction;
 use aitbc_protocol::{Address, Hash};
 use parking_lot::Mutex;
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IngestExternalFileOptions, IteratorMode, SstFileWriter, WriteBatch, DB};
 use std::collections::{HashSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -44,7 +44,12 @@ pub enum IndexError {
 #[derive(Clone)]
 pub struct TxIndex {
     db: Arc<DB>,
+    /// The database's directory, where table files are written before RocksDB takes them.
+    dir: PathBuf,
 }
+
+/// Name of the table file being built (in the index's directory; RocksDB moves it in).
+const INGEST_FILE: &str = "ingest.sst.tmp";
 
 fn receipt_key(tx: &Hash) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + 32);
@@ -92,6 +97,7 @@ impl TxIndex {
     pub fn open(path: &Path, genesis: &Hash) -> Result<TxIndex, IndexError> {
         let index = TxIndex {
             db: Arc::new(open_db(path, &db_options())?),
+            dir: path.to_path_buf(),
         };
         let found = index.db.get(GENESIS)?;
         if found.as_deref() != Some(genesis.0.as_slice()) {
@@ -126,31 +132,66 @@ impl TxIndex {
     /// Indexes a committed block's transactions, in one write with the next height. A block at
     /// a height already indexed is written again (same keys, same values).
     pub fn add_block(&self, block: &ExecutedBlock) -> Result<(), rocksdb::Error> {
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(block.receipts.len() * 3);
-        for (stx, receipt) in block.txs.iter().zip(&block.receipts) {
-            entries.push((
-                receipt_key(&receipt.tx_hash),
-                borsh::to_vec(receipt).expect("borsh encoding into a Vec"),
-            ));
-            for a in accounts_involved(stx, receipt) {
+        self.add_blocks(&[block])
+    }
+
+    /// Indexes committed blocks (in height order) in one write with the next height. The
+    /// entries go into a sorted table file that RocksDB takes in whole (`ingest`), not through
+    /// its memtable: a skip-list insert per entry, with transaction hashes scattering the keys,
+    /// cost ~10 times more CPU than writing the sorted file. A file is durable once ingested. An
+    /// empty block writes nothing (the next height then lags, and `catch_up` walks the empty
+    /// blocks again after a restart).
+    pub fn add_blocks(&self, blocks: &[&ExecutedBlock]) -> Result<(), rocksdb::Error> {
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for block in blocks {
+            for (stx, receipt) in block.txs.iter().zip(&block.receipts) {
                 entries.push((
-                    history_key(&a, receipt.height, receipt.index),
-                    receipt.tx_hash.0.to_vec(),
+                    receipt_key(&receipt.tx_hash),
+                    borsh::to_vec(receipt).expect("borsh encoding into a Vec"),
                 ));
+                for a in accounts_involved(stx, receipt) {
+                    entries.push((
+                        history_key(&a, receipt.height, receipt.index),
+                        receipt.tx_hash.0.to_vec(),
+                    ));
+                }
             }
         }
-        // RocksDB's memtable (a skip list) takes keys in order several times faster than
-        // scattered ones, and a transaction hash scatters them.
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut wb = WriteBatch::default();
-        for (k, v) in &entries {
-            wb.put(k, v);
+        let Some(top) = blocks.iter().map(|b| b.header.height).max() else {
+            return Ok(());
+        };
+        if entries.is_empty() {
+            return Ok(());
         }
-        let next = (block.header.height + 1).max(self.next_height()?);
-        wb.put(NEXT_HEIGHT, next.to_be_bytes());
-        let mut opts = WriteOptions::default();
-        opts.disable_wal(true);
-        self.db.write_opt(wb, &opts)
+        let next = (top + 1).max(self.next_height()?);
+        entries.push((NEXT_HEIGHT.to_vec(), next.to_be_bytes().to_vec()));
+        // Stable, so that of equal keys (a block indexed twice) the later one is kept.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        let file = self.dir.join(INGEST_FILE);
+        // A file left by a stop mid-write goes; a new file never shares an ingested one's inode.
+        if let Err(e) = std::fs::remove_file(&file) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, file = %file.display(), "cannot remove an old index file");
+            }
+        }
+        let opts = db_options();
+        let mut writer = SstFileWriter::create(&opts);
+        writer.open(&file)?;
+        for (k, v) in &entries {
+            writer.put(k, v)?;
+        }
+        writer.finish()?;
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        self.db.ingest_external_file_opts(&ingest, vec![&file])
     }
 
     /// The receipt of a committed transaction.
@@ -214,6 +255,8 @@ const MAX_QUEUED_BLOCKS: usize = 128;
 const CATCH_UP_AT_BLOCKS: u64 = 96;
 const CATCH_UP_AT_TXS: u64 = 200_000;
 const IDLE_AT_BLOCKS: u64 = 16;
+/// Blocks written to the index in one table file at most.
+const MAX_BLOCKS_PER_WRITE: usize = 32;
 
 struct IndexThread {
     index: TxIndex,
@@ -228,15 +271,28 @@ impl IndexThread {
         crate::priority::set_this_thread(class);
         let mut done = 0u64;
         let mut done_txs = 0u64;
-        for block in blocks {
-            if let Err(e) = self.index.add_block(&block.contents) {
+        while let Ok(first) = blocks.recv() {
+            // Whatever else is queued goes into the same write (one table file).
+            let mut batch = vec![first];
+            while batch.len() < MAX_BLOCKS_PER_WRITE {
+                match blocks.try_recv() {
+                    Ok(b) => batch.push(b),
+                    Err(_) => break,
+                }
+            }
+            let contents: Vec<&ExecutedBlock> = batch.iter().map(|b| &b.contents).collect();
+            if let Err(e) = self.index.add_blocks(&contents) {
                 tracing::error!(error = %e, "writing the transaction index failed; stopping the node");
                 std::process::exit(70);
             }
-            done += 1;
-            done_txs += block.contents.txs.len() as u64;
-            self.written
-                .fetch_max(block.contents.header.height + 1, Ordering::Release);
+            done += batch.len() as u64;
+            done_txs += contents.iter().map(|c| c.txs.len() as u64).sum::<u64>();
+            let top = contents
+                .iter()
+                .map(|c| c.header.height + 1)
+                .max()
+                .unwrap_or(0);
+            self.written.fetch_max(top, Ordering::Release);
             let blocks_behind = self.pushed.load(Ordering::Relaxed).saturating_sub(done);
             let txs_behind = self
                 .pushed_txs
@@ -493,6 +549,29 @@ mod tests {
         index.add_block(&blocks[1]).unwrap();
         assert_eq!(index.next_height().unwrap(), 5);
         assert_eq!(index.history(&bob, 100).len(), 5);
+    }
+
+    #[test]
+    fn blocks_written_together_are_each_indexed_once() {
+        let (_dir, index) = open();
+        let alice = Keypair::generate();
+        let bob = Keypair::generate().address();
+        let b0 = block(0, vec![transfer(&alice, bob, 0)], bob);
+        let b1 = block(1, vec![transfer(&alice, bob, 1)], bob);
+        let empty = block(2, vec![], bob);
+        // An empty block alone writes nothing; with others, the height covers it.
+        index.add_blocks(&[&empty]).unwrap();
+        assert_eq!(index.next_height().unwrap(), 0);
+        index.add_blocks(&[&b0, &b1, &empty, &b0]).unwrap();
+        assert_eq!(index.next_height().unwrap(), 3);
+        assert_eq!(
+            index.history(&alice.address(), 10),
+            vec![b1.tx_hashes[0], b0.tx_hashes[0]]
+        );
+        assert_eq!(
+            index.receipt(&b1.tx_hashes[0]),
+            Some(b1.receipts[0].clone())
+        );
     }
 
     #[test]
