@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use rocksdb::{Direction, IngestExternalFileOptions, IteratorMode, SstFileWriter, WriteBatch, DB};
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -259,6 +259,7 @@ const IDLE_AT_BLOCKS: u64 = 16;
 const MAX_BLOCKS_PER_WRITE: usize = 32;
 
 struct IndexThread {
+    stopping: Arc<AtomicBool>,
     index: TxIndex,
     written: Arc<AtomicU64>,
     pushed: Arc<AtomicU64>,
@@ -272,6 +273,9 @@ impl IndexThread {
         let mut done = 0u64;
         let mut done_txs = 0u64;
         while let Ok(first) = blocks.recv() {
+            if self.stopping.load(Ordering::Acquire) {
+                return;
+            }
             // Whatever else is queued goes into the same write (one table file).
             let mut batch = vec![first];
             while batch.len() < MAX_BLOCKS_PER_WRITE {
@@ -319,15 +323,20 @@ impl IndexThread {
 /// Writes published blocks to the [`TxIndex`] on a background thread in the idle scheduling
 /// class, and answers lookups from the index and from the blocks not yet written. The thread
 /// takes no lock that publishing or lookups take (it may be preempted at any point): blocks
-/// reach it through a bounded channel, and it reports progress in an atomic. Dropping the
-/// `Indexer` stops the thread; blocks not yet written are indexed when the node starts again.
+/// reach it through a bounded channel, and it reports progress in an atomic. [`Indexer::stop`]
+/// (or dropping it) stops the thread after its current write; blocks not yet written are
+/// indexed when the node starts again.
 pub struct Indexer {
     index: TxIndex,
     /// Published blocks, oldest first, that may not be written yet. A block leaves only once
     /// the thread reports it written, so every published transaction is here or in the index.
     pending: Mutex<VecDeque<Arc<CommittedBlock>>>,
-    /// `None` once dropped (closing the channel stops the thread).
-    to_thread: Option<SyncSender<Arc<CommittedBlock>>>,
+    /// `None` once stopped (closing the channel stops the thread). Locked by the publisher and
+    /// by `stop` only.
+    to_thread: Mutex<Option<SyncSender<Arc<CommittedBlock>>>>,
+    /// Set by `stop`: the thread ends after its current write.
+    stopping: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// One more than the height of the last block the thread wrote (0: none yet).
     written: Arc<AtomicU64>,
     /// Blocks and transactions handed to the thread so far.
@@ -341,23 +350,30 @@ impl Indexer {
         let written = Arc::new(AtomicU64::new(0));
         let pushed = Arc::new(AtomicU64::new(0));
         let pushed_txs = Arc::new(AtomicU64::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
         let worker = IndexThread {
             index: index.clone(),
             written: written.clone(),
             pushed: pushed.clone(),
             pushed_txs: pushed_txs.clone(),
+            stopping: stopping.clone(),
         };
-        let spawned = std::thread::Builder::new()
+        let thread = match std::thread::Builder::new()
             .name("tx-index".into())
-            .spawn(move || worker.run(from_publisher));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the transaction index thread; stopping the node");
-            std::process::exit(70);
-        }
+            .spawn(move || worker.run(from_publisher))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the transaction index thread; stopping the node");
+                std::process::exit(70);
+            }
+        };
         Indexer {
             index,
             pending: Mutex::new(VecDeque::new()),
-            to_thread: Some(to_thread),
+            to_thread: Mutex::new(Some(to_thread)),
+            stopping,
+            thread: Mutex::new(Some(thread)),
             written,
             pushed,
             pushed_txs,
@@ -382,7 +398,7 @@ impl Indexer {
             }
             pending.push_back(block.clone());
         }
-        if let Some(tx) = &self.to_thread {
+        if let Some(tx) = &*self.to_thread.lock() {
             self.pushed.fetch_add(1, Ordering::Relaxed);
             self.pushed_txs
                 .fetch_add(block.contents.txs.len() as u64, Ordering::Relaxed);
@@ -426,9 +442,21 @@ impl Indexer {
     }
 }
 
+impl Indexer {
+    /// Stops the index thread after its current write and waits for it (a process must not
+    /// exit with it inside RocksDB). Blocks published later are not indexed until a restart.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        *self.to_thread.lock() = None;
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Drop for Indexer {
     fn drop(&mut self) {
-        self.to_thread = None;
+        self.stop();
     }
 }
 

@@ -47,6 +47,7 @@ fn main() -> Result<()> {
                 let node = aitbc_node::node::start(cfg).await?;
                 shutdown_signal().await;
                 tracing::info!("shutting down");
+                node.chain.index.stop();
                 node.chain.store.flush();
                 drop(node);
                 Ok(())
