@@ -294,8 +294,8 @@ impl Chain {
     }
 }
 
-/// The index lives in the chain's RocksDB: a failed write means the disk is gone, as for
-/// HotStuff's own writes (`store.rs`).
+/// The index's RocksDB sits beside the chain's, on the same disk: a failed write means the disk
+/// is gone, as for HotStuff's own writes (`store.rs`).
 fn index_write_failed(e: rocksdb::Error) -> ! {
     tracing::error!(error = %e, "writing the transaction index failed; stopping the node");
     std::process::exit(70);

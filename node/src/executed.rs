@@ -59,10 +59,14 @@ impl ExecutedBlocks {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn block(height: u64) -> ExecutedBlock {
+impl ExecutedBlock {
+    /// A block at `height` of chain "test" with these transactions and receipts (the header's
+    /// roots are not computed).
+    pub(crate) fn for_test(
+        height: u64,
+        txs: Vec<SignedTransaction>,
+        receipts: Vec<TxReceipt>,
+    ) -> ExecutedBlock {
         ExecutedBlock {
             header: BlockHeader {
                 chain_id: "test".into(),
@@ -72,12 +76,21 @@ mod tests {
                 proposer: aitbc_protocol::PublicKey([0; 32]),
                 tx_root: Hash::ZERO,
                 state_root: Hash::ZERO,
-                tx_count: 0,
+                tx_count: txs.len() as u32,
             },
-            txs: vec![],
-            tx_hashes: vec![],
-            receipts: vec![],
+            tx_hashes: txs.iter().map(|t| t.hash()).collect(),
+            txs,
+            receipts,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(height: u64) -> ExecutedBlock {
+        ExecutedBlock::for_test(height, vec![], vec![])
     }
 
     fn key(i: u8) -> CryptoHash {

@@ -463,7 +463,6 @@ impl Drop for Indexer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aitbc_protocol::model::BlockHeader;
     use aitbc_protocol::tx::{Action, Transaction};
     use aitbc_protocol::{Amount, Keypair};
 
@@ -485,13 +484,11 @@ mod tests {
 
     /// A block at `height` of transfers `from -> to`, receipts as the ledger would write them.
     fn block(height: u64, txs: Vec<SignedTransaction>, to: Address) -> ExecutedBlock {
-        let tx_hashes: Vec<Hash> = txs.iter().map(|t| t.hash()).collect();
         let receipts = txs
             .iter()
-            .zip(&tx_hashes)
             .enumerate()
-            .map(|(i, (t, h))| TxReceipt {
-                tx_hash: *h,
+            .map(|(i, t)| TxReceipt {
+                tx_hash: t.hash(),
                 height,
                 index: i as u32,
                 error: None,
@@ -503,21 +500,15 @@ mod tests {
                 }],
             })
             .collect();
-        ExecutedBlock {
-            header: BlockHeader {
-                chain_id: "test".into(),
-                height,
-                prev_hash: Hash::ZERO,
-                time_ms: 0,
-                proposer: Keypair::generate().public(),
-                tx_root: Hash::ZERO,
-                state_root: Hash::ZERO,
-                tx_count: txs.len() as u32,
-            },
-            txs,
-            tx_hashes,
-            receipts,
-        }
+        ExecutedBlock::for_test(height, txs, receipts)
+    }
+
+    /// Alice, Bob, and a block at height 0 of one transfer from Alice to Bob.
+    fn first_transfer() -> (Keypair, Address, ExecutedBlock) {
+        let alice = Keypair::generate();
+        let bob = Keypair::generate().address();
+        let b0 = block(0, vec![transfer(&alice, bob, 0)], bob);
+        (alice, bob, b0)
     }
 
     fn open() -> (tempfile::TempDir, TxIndex) {
@@ -582,9 +573,7 @@ mod tests {
     #[test]
     fn blocks_written_together_are_each_indexed_once() {
         let (_dir, index) = open();
-        let alice = Keypair::generate();
-        let bob = Keypair::generate().address();
-        let b0 = block(0, vec![transfer(&alice, bob, 0)], bob);
+        let (alice, bob, b0) = first_transfer();
         let b1 = block(1, vec![transfer(&alice, bob, 1)], bob);
         let empty = block(2, vec![], bob);
         // An empty block alone writes nothing; with others, the height covers it.
@@ -605,9 +594,7 @@ mod tests {
     #[test]
     fn what_was_indexed_is_there_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let alice = Keypair::generate();
-        let bob = Keypair::generate().address();
-        let b0 = block(0, vec![transfer(&alice, bob, 0)], bob);
+        let (_, _, b0) = first_transfer();
         {
             let index = TxIndex::open(dir.path(), &GENESIS_A).unwrap();
             index.add_block(&b0).unwrap();
@@ -623,9 +610,7 @@ mod tests {
     #[test]
     fn an_index_of_another_chain_or_one_cleared_starts_from_height_0() {
         let dir = tempfile::tempdir().unwrap();
-        let alice = Keypair::generate();
-        let bob = Keypair::generate().address();
-        let b0 = block(0, vec![transfer(&alice, bob, 0)], bob);
+        let (_, bob, b0) = first_transfer();
         {
             let index = TxIndex::open(dir.path(), &GENESIS_A).unwrap();
             index.add_block(&b0).unwrap();
