@@ -248,7 +248,7 @@ impl TxIndex {
 const MAX_QUEUED_BLOCKS: usize = 128;
 /// The index thread runs in the idle class: under a burst the index lags (lookups see the
 /// pending blocks) instead of taking CPU from consensus. From this many blocks or transactions
-/// waiting it runs at low priority (nice 10) instead, until the backlog is down to
+/// waiting it runs at low priority (nice 5) instead, until the backlog is down to
 /// [`IDLE_AT_BLOCKS`] again, so that a long overload does not reach [`MAX_QUEUED_BLOCKS`]
 /// (leaving the idle class needs CAP_SYS_NICE or a nice rlimit; without, publishing waits at
 /// the bound).

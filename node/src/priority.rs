@@ -5,7 +5,7 @@
 /// How much CPU a background thread may take from the rest of the node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Background {
-    /// Nice 10: a small share of a busy CPU.
+    /// Nice 5: about a third of the share of a normal thread on a busy CPU.
     Low,
     /// Linux's idle scheduling class: only a CPU that nothing else wants.
     Idle,
@@ -13,7 +13,7 @@ pub enum Background {
 
 /// The nice value of [`Background::Low`] threads.
 #[cfg(target_os = "linux")]
-const BACKGROUND_NICENESS: libc::c_int = 10;
+const BACKGROUND_NICENESS: libc::c_int = 5;
 
 /// Moves the calling thread to `class`.
 #[cfg(target_os = "linux")]
