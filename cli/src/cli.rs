@@ -143,6 +143,7 @@ pub enum Command {
 pub struct TransactionsArgs {
     #[arg(long, required_unless_present = "cross_node")]
     pub name: Option<String>,
+    /// How many of the newest transactions to list (read from the node in pages of 100).
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
     /// Read the window from every node and flag disagreements.

@@ -114,7 +114,8 @@ pub struct AgentStatusInfo {
     pub running_jobs: u32,
     pub active_leases: u32,
     pub uptime_secs: u64,
-    pub register_action: Action,
+    /// The signed `RegisterAgent` for the configured owner; `None` without an owner.
+    pub register_action: Option<Action>,
 }
 
 /// Result of a GPU memory stress test.
@@ -289,13 +290,18 @@ impl Agent {
         }
     }
 
-    /// The unsigned `RegisterAgent` action for the owner wallet to sign and send.
-    pub fn register_action(&self) -> Action {
-        register_agent_action(
-            self.key.public(),
+    /// The `RegisterAgent` action for the configured owner wallet to send (in a transaction
+    /// it signs), carrying this agent's proof for the owner, chain id, agent id and serves.
+    /// `None` when no owner is configured: the proof names the owner.
+    pub fn register_action(&self) -> Option<Action> {
+        let owner = self.config.owner?;
+        Some(register_agent_action(
+            &self.key,
+            &self.config.chain_id,
+            &owner,
             &self.config.agent_id,
             &self.config.serves,
-        )
+        ))
     }
 
     // ---- leases ----

@@ -178,8 +178,10 @@ impl AgentRpc for AgentService {
             active_leases: s.active_leases,
             uptime_secs: s.uptime_secs,
             version: env!("CARGO_PKG_VERSION").into(),
-            register_action: borsh::to_vec(&s.register_action)
-                .map_err(|e| Status::internal(e.to_string()))?,
+            register_action: match &s.register_action {
+                Some(a) => borsh::to_vec(a).map_err(|e| Status::internal(e.to_string()))?,
+                None => Vec::new(),
+            },
         }))
     }
 

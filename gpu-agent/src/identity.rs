@@ -2,7 +2,7 @@
 
 use crate::persist;
 use aitbc_protocol::tx::{Action, Serves};
-use aitbc_protocol::{Keypair, PublicKey};
+use aitbc_protocol::{Address, Keypair};
 use std::path::{Path, PathBuf};
 
 /// File name of the generated key inside the state directory.
@@ -87,13 +87,18 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-/// The unsigned action the owner wallet signs (in a transaction) to register this agent.
-pub fn register_agent_action(agent_key: PublicKey, agent_id: &str, serves: &Serves) -> Action {
-    Action::RegisterAgent {
-        agent_key,
-        agent_id: agent_id.to_string(),
-        serves: serves.clone(),
-    }
+/// The action the owner wallet sends (in a transaction it signs) to register this agent on
+/// `chain_id`. It carries the agent key's proof of possession, signed over the chain id, the
+/// owner's address, the agent id and `serves` (`aitbc_protocol::registration`): the chain
+/// refuses it from any other wallet, on any other chain, or with the id or serves changed.
+pub fn register_agent_action(
+    agent: &Keypair,
+    chain_id: &str,
+    owner: &Address,
+    agent_id: &str,
+    serves: &Serves,
+) -> Action {
+    aitbc_protocol::registration::register_agent_action(agent, chain_id, owner, agent_id, serves)
 }
 
 #[cfg(test)]
@@ -139,18 +144,30 @@ mod tests {
     }
 
     #[test]
-    fn register_action_names_key_id_and_serves() {
+    fn register_action_names_key_id_and_serves_and_is_signed_for_the_owner() {
         let k = Keypair::generate();
-        match register_agent_action(k.public(), "node-1", &Serves::AnyProvider) {
+        let owner = Keypair::generate().address();
+        let action =
+            register_agent_action(&k, "aitbc-test", &owner, "node-1", &Serves::AnyProvider);
+        match action {
             Action::RegisterAgent {
                 agent_key,
                 agent_id,
                 serves,
+                proof,
             } => {
                 assert_eq!(
-                    (agent_key, agent_id.as_str(), serves),
-                    (k.public(), "node-1", Serves::AnyProvider)
+                    (agent_key, agent_id.as_str(), &serves),
+                    (k.public(), "node-1", &Serves::AnyProvider)
                 );
+                let verify = |chain: &str, o: &Address| {
+                    aitbc_protocol::registration::verify_registration(
+                        &agent_key, chain, o, &agent_id, &serves, &proof,
+                    )
+                };
+                assert!(verify("aitbc-test", &owner).is_ok());
+                assert!(verify("aitbc-test", &Keypair::generate().address()).is_err());
+                assert!(verify("aitbc-main", &owner).is_err());
             }
             other => panic!("unexpected {other:?}"),
         }

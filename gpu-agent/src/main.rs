@@ -28,8 +28,9 @@ use tokio::sync::watch;
   # On a GPU node (NVML found automatically), key from a Kubernetes Secret:\n  \
   AITBC_AGENT_KEY=<secret hex> aitbc-gpu-agent run --listen 0.0.0.0:7070 \\\n    \
   --state-dir /var/lib/aitbc-agent --chain-id aitbc-main --owner ait... --scheduler-key <HEX>\n\n  \
-  # Print the agent key and the unsigned RegisterAgent action for the owner to sign:\n  \
-  aitbc-gpu-agent identity --state-dir /tmp/agent1"
+  # Print the agent key and the RegisterAgent action (signed by the agent for this owner and\n  \
+  # chain) for the owner wallet to send:\n  \
+  aitbc-gpu-agent identity --state-dir /tmp/agent1 --owner ait... --chain-id aitbc-devnet"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,7 +41,8 @@ struct Cli {
 enum Command {
     /// Run the agent.
     Run(Box<RunArgs>),
-    /// Print the agent's public key, agent id and the unsigned RegisterAgent action (borsh hex).
+    /// Print the agent's public key, agent id and, given the owner and chain id, the
+    /// RegisterAgent action (borsh hex) carrying the agent's proof for that owner.
     Identity(IdentityArgs),
     /// The built-in demo runtime the agent executes for jobs without a command.
     #[command(hide = true)]
@@ -75,6 +77,13 @@ struct KeyArgs {
 struct IdentityArgs {
     #[command(flatten)]
     keys: KeyArgs,
+    /// Owner wallet address the agent registers to (the wallet that sends the action). The agent
+    /// signs its registration for this owner only; without it no action is printed.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Chain id the registration is for (the proof is valid on this chain only).
+    #[arg(long, env = "AITBC_CHAIN_ID")]
+    chain_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -90,7 +99,8 @@ struct RunArgs {
     /// Chain id written into every receipt.
     #[arg(long, env = "AITBC_CHAIN_ID")]
     chain_id: Option<String>,
-    /// Owner wallet address (shown in status; the owner registers the agent on chain).
+    /// Owner wallet address (shown in status, with the agent's signed RegisterAgent for this
+    /// owner; the owner sends it to register the agent on chain).
     #[arg(long)]
     owner: Option<String>,
     /// Public key (hex) allowed to make mutating calls; repeatable.
@@ -165,14 +175,36 @@ fn main() -> Result<()> {
             } else {
                 a.keys.serves
             })?;
-            let action =
-                aitbc_gpu_agent::identity::register_agent_action(key.public(), &agent_id, &serves);
+            let owner = match a.owner.or(file.owner) {
+                Some(o) => Some(
+                    o.parse::<Address>()
+                        .with_context(|| format!("--owner {o:?}"))?,
+                ),
+                None => None,
+            };
+            let chain_id = a
+                .chain_id
+                .or(file.chain_id)
+                .filter(|c| !c.trim().is_empty());
             println!("agent_key: {}", key.public());
             println!("agent_id: {agent_id}");
-            println!(
-                "register_action_borsh_hex: {}",
-                hex::encode(borsh::to_vec(&action)?)
-            );
+            match (owner, chain_id) {
+                (Some(owner), Some(chain_id)) => {
+                    let action = aitbc_gpu_agent::identity::register_agent_action(
+                        &key, &chain_id, &owner, &agent_id, &serves,
+                    );
+                    println!("owner: {owner}");
+                    println!("chain_id: {chain_id}");
+                    println!(
+                        "register_action_borsh_hex: {}",
+                        hex::encode(borsh::to_vec(&action)?)
+                    );
+                }
+                _ => eprintln!(
+                    "no RegisterAgent action printed: the agent signs its registration for one \
+                     owner and chain; pass --owner ADDR and --chain-id ID (or set them in --config)"
+                ),
+            }
             Ok(())
         }
         Command::Run(a) => {

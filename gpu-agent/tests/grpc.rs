@@ -7,8 +7,9 @@ use aitbc_gpu_agent::auth::{methods, sign_request, sign_request_at};
 use aitbc_gpu_agent::client::{decode_receipt, run_job_request, AgentClient};
 use aitbc_gpu_agent::time::now_ms;
 use aitbc_protocol::agent_pb as pb;
-use aitbc_protocol::tx::{Action, JobSpec};
-use aitbc_protocol::Keypair;
+use aitbc_protocol::registration::verify_registration;
+use aitbc_protocol::tx::{Action, JobSpec, Serves};
+use aitbc_protocol::{Address, Keypair};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -22,10 +23,9 @@ async fn start(
     tokio::sync::oneshot::Sender<()>,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let agent = open(
-        config(dir.path(), gpus, vec![scheduler.public()]),
-        Keypair::generate(),
-    );
+    let mut c = config(dir.path(), gpus, vec![scheduler.public()]);
+    c.owner = Some(Keypair::generate().address());
+    let agent = open(c, Keypair::generate());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, _h) = api::spawn_server(agent, "127.0.0.1:0".parse().unwrap(), async {
         let _ = rx.await;
@@ -194,10 +194,31 @@ async fn read_only_calls_leases_history_and_stress_over_grpc() {
         ("test-node", "aitbc-test", 2)
     );
     assert_eq!(st.serves, vec!["any".to_string()]);
-    let action: Action = borsh::from_slice(&st.register_action).unwrap();
-    assert!(
-        matches!(action, Action::RegisterAgent { agent_key, .. } if agent_key.to_hex() == st.agent_key)
-    );
+    // The registration the owner sends, with the agent's proof for that owner and chain.
+    let owner: Address = st.owner.parse().unwrap();
+    match borsh::from_slice::<Action>(&st.register_action).unwrap() {
+        Action::RegisterAgent {
+            agent_key,
+            agent_id,
+            serves,
+            proof,
+        } => {
+            assert_eq!(
+                (agent_key.to_hex(), agent_id.as_str(), &serves),
+                (st.agent_key.clone(), "test-node", &Serves::AnyProvider)
+            );
+            let verify = |o: &Address| {
+                verify_registration(&agent_key, &st.chain_id, o, &agent_id, &serves, &proof)
+            };
+            assert!(verify(&owner).is_ok());
+            assert!(verify(&customer().parse().unwrap()).is_err());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Without an owner there is nothing to sign for: the field is empty.
+    let bare = tempfile::tempdir().unwrap();
+    let unowned = open(config(bare.path(), 0, vec![]), Keypair::generate());
+    assert!(unowned.status().register_action.is_none());
 
     let holder = customer();
     let lease = client

@@ -1,8 +1,10 @@
 //! The public gRPC API (tonic): submit transactions, query state and blocks, follow commits.
 
 use crate::chain::{Chain, CommittedBlock};
+use crate::index::HistoryPosition;
 use crate::ledger::{self, apply_block, keys, BlockContext, TxError};
-use crate::mempool::MempoolError;
+use crate::mempool::{MempoolError, SenderState};
+use crate::metrics::NodeMetrics;
 use crate::p2p::PeerNetwork;
 use crate::verifier::SigCheck;
 use aitbc_protocol::hash::merkle_proof;
@@ -10,11 +12,30 @@ use aitbc_protocol::model::{Account, AgentRecord, Bid, Job, Listing, Totals};
 use aitbc_protocol::pb::{self, chain_server::Chain as ChainApi};
 use aitbc_protocol::tx::SignedTransaction;
 use aitbc_protocol::{Address, Amount, Hash, PublicKey};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+
+/// Results per `GetAccountHistory` page at most (each one reads and decodes its block).
+pub const HISTORY_PAGE_MAX: u32 = 100;
+/// Results per `GetAccountHistory` page when the request's limit is 0.
+pub const HISTORY_PAGE_DEFAULT: u32 = 50;
+/// Objects one listing, bid, job or agent query returns at most ...
+pub const SCAN_MAX_RESULTS: usize = 1_000;
+/// ... and the stored bytes they may take (a job or listing holds up to a transaction's worth of
+/// text; the response is about twice this, under the clients' 64 MiB decoding limit).
+pub const SCAN_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// `SubscribeBlocks` streams open at once on a node.
+pub const BLOCK_STREAMS_MAX: usize = 256;
+/// `SubscribeBlocks` streams open at once from one client IP address.
+pub const BLOCK_STREAMS_PER_CLIENT: usize = 32;
+/// Blocks queued for one `SubscribeBlocks` stream: a client that does not read holds at most
+/// this many (full blocks are ~1-2 MiB encoded).
+const BLOCK_STREAM_QUEUE: usize = 8;
 
 pub struct ChainService {
     pub chain: Arc<Chain>,
@@ -22,6 +43,154 @@ pub struct ChainService {
     pub node_key: PublicKey,
     pub is_validator: bool,
     pub block_time_ms: u64,
+    supply: SupplyCache,
+    streams: Arc<BlockStreams>,
+}
+
+/// The last supply audit and the committed height it was computed at.
+///
+/// `GetSupply` sums the balance of every account, a scan of the whole account space. It is
+/// computed at most once per committed height: callers take the lock, and the first one after a
+/// new commit scans (on a blocking thread, which stores its result even if that caller went away)
+/// while the others wait for it and take its result. A flood of `GetSupply` then costs at most
+/// one scan per block. We do not keep a running total of balances instead: the audit's point is
+/// to add up the balances independently of the ledger's own bookkeeping (`Totals`, updated by
+/// the same code that moves funds), and an incrementally maintained sum would be that
+/// bookkeeping again (and a ledger state change every node must agree on).
+type SupplyCache = Arc<tokio::sync::Mutex<Option<(Option<u64>, pb::SupplyInfo)>>>;
+
+/// Open `SubscribeBlocks` streams, in all and per client IP address (`None`: transports without
+/// one). A stream holds a [`BlockStreamSlot`] until it ends.
+pub struct BlockStreams {
+    max: usize,
+    per_client: usize,
+    open: parking_lot::Mutex<(usize, HashMap<Option<IpAddr>, usize>)>,
+    metrics: Arc<NodeMetrics>,
+}
+
+pub struct BlockStreamSlot {
+    streams: Arc<BlockStreams>,
+    client: Option<IpAddr>,
+}
+
+impl BlockStreams {
+    pub fn new(max: usize, per_client: usize, metrics: Arc<NodeMetrics>) -> Arc<BlockStreams> {
+        Arc::new(BlockStreams {
+            max,
+            per_client,
+            open: parking_lot::Mutex::new((0, HashMap::new())),
+            metrics,
+        })
+    }
+
+    /// A slot for one more stream from `client`, or `resource_exhausted` saying which limit.
+    pub fn open(self: &Arc<Self>, client: Option<IpAddr>) -> Result<BlockStreamSlot, Status> {
+        let client = client.map(|ip| ip.to_canonical());
+        let mut open = self.open.lock();
+        let from_client = open.1.get(&client).copied().unwrap_or(0);
+        let refused = if open.0 >= self.max {
+            Some(format!(
+                "this node already serves {} block streams (SubscribeBlocks), its limit; \
+                 retry later or follow another node",
+                self.max
+            ))
+        } else if from_client >= self.per_client {
+            Some(format!(
+                "{} block streams (SubscribeBlocks) already open from {}, the limit per client \
+                 address; close one (each follower or `--wait` holds one) or share one stream",
+                self.per_client,
+                client.map_or("this client".to_string(), |ip| ip.to_string())
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refused {
+            drop(open);
+            self.metrics.api_block_streams_refused.inc();
+            return Err(Status::resource_exhausted(message));
+        }
+        open.0 += 1;
+        *open.1.entry(client).or_insert(0) += 1;
+        self.metrics.api_block_streams.set(open.0 as u64);
+        Ok(BlockStreamSlot {
+            streams: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for BlockStreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock();
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.client);
+            }
+        }
+        self.streams.metrics.api_block_streams.set(open.0 as u64);
+    }
+}
+
+/// `GetAccountHistory`'s page token: the position (height, index in block) of a page's last
+/// entry, as hex; the next page starts after it. Opaque to clients.
+fn history_token(p: HistoryPosition) -> String {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&p.0.to_be_bytes());
+    b[8..].copy_from_slice(&p.1.to_be_bytes());
+    hex::encode(b)
+}
+
+fn parse_history_token(t: &str) -> Result<Option<HistoryPosition>, Status> {
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Status::invalid_argument(format!(
+            "bad page_token {t:?}: pass the next_page_token of the previous page unchanged, \
+             or none for the newest page"
+        ))
+    };
+    let b: [u8; 12] = hex::decode(t)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(bad)?;
+    let height = u64::from_be_bytes(b[..8].try_into().map_err(|_| bad())?);
+    let index = u32::from_be_bytes(b[8..].try_into().map_err(|_| bad())?);
+    Ok(Some((height, index)))
+}
+
+/// The supply audit: every account's balance added up, against the ledger's totals.
+fn audit_supply(chain: &Chain) -> pb::SupplyInfo {
+    let height = chain.committed_height();
+    let totals: Totals = chain.read(keys::TOTALS).unwrap_or_default();
+    let mut balances = Amount::ZERO;
+    let mut accounts = 0u64;
+    let mut overflow = false;
+    chain.store.scan_committed(keys::ACCOUNT, false, |_, v| {
+        if let Ok(a) = borsh::from_slice::<aitbc_protocol::model::Account>(v) {
+            accounts += 1;
+            match balances.checked_add(a.balance) {
+                Some(b) => balances = b,
+                None => overflow = true,
+            }
+        }
+        true
+    });
+    chain.metrics.api_supply_scans.inc();
+    let sum = balances
+        .checked_add(totals.escrowed)
+        .and_then(|s| s.checked_add(totals.burned));
+    pb::SupplyInfo {
+        genesis_supply: totals.genesis_supply.to_string(),
+        balances: balances.to_string(),
+        escrowed: totals.escrowed.to_string(),
+        burned: totals.burned.to_string(),
+        conserved: !overflow && sum == Some(totals.genesis_supply),
+        height: height.unwrap_or(0),
+        accounts,
+    }
 }
 
 fn addr(s: &str) -> Result<Address, Status> {
@@ -165,6 +334,29 @@ impl Admission {
 }
 
 impl ChainService {
+    pub fn new(
+        chain: Arc<Chain>,
+        net: PeerNetwork,
+        node_key: PublicKey,
+        is_validator: bool,
+        block_time_ms: u64,
+    ) -> ChainService {
+        let streams = BlockStreams::new(
+            BLOCK_STREAMS_MAX,
+            BLOCK_STREAMS_PER_CLIENT,
+            chain.metrics.clone(),
+        );
+        ChainService {
+            chain,
+            net,
+            node_key,
+            is_validator,
+            block_time_ms,
+            supply: SupplyCache::default(),
+            streams,
+        }
+    }
+
     /// Admits a decoded transaction to the mempool, after the checks that can be made now.
     pub async fn admit(
         chain: &Chain,
@@ -253,14 +445,22 @@ impl ChainService {
                 return Err(Status::failed_precondition(reason));
             }
         }
-        chain
+        let sender = SenderState {
+            nonce: acct.nonce,
+            balance: acct.balance,
+        };
+        let admitted = chain
             .mempool
-            .insert(stx, hash, acct.nonce)
+            .insert(stx, hash, sender)
             .map_err(|e| match e {
-                MempoolError::Full(_) => Status::resource_exhausted(e.to_string()),
+                e if e.is_backpressure() => Status::resource_exhausted(e.to_string()),
                 MempoolError::Duplicate(_) => Status::already_exists(e.to_string()),
                 _ => Status::failed_precondition(e.to_string()),
             })?;
+        chain
+            .metrics
+            .mempool_evicted
+            .inc_by(admitted.evicted.len() as u64);
         chain.metrics.txs_submitted.inc();
         chain.metrics.mempool_size.set(chain.mempool.len() as u64);
         Ok(hash)
@@ -321,13 +521,15 @@ impl ChainService {
         mut keep: impl FnMut(&T) -> bool,
     ) -> Vec<T> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         self.chain.store.scan_committed(prefix, false, |_, v| {
             if let Ok(x) = borsh::from_slice::<T>(v) {
                 if keep(&x) {
                     out.push(x);
+                    bytes += v.len();
                 }
             }
-            out.len() < 10_000
+            out.len() < SCAN_MAX_RESULTS && bytes < SCAN_MAX_BYTES
         });
         out
     }
@@ -596,17 +798,26 @@ impl ChainApi for ChainService {
         let req = request.into_inner();
         let a = addr(&req.address)?;
         let limit = if req.limit == 0 {
-            50
+            HISTORY_PAGE_DEFAULT
         } else {
-            req.limit.min(10_000)
+            req.limit.min(HISTORY_PAGE_MAX)
         } as usize;
-        let hashes = self.chain.index.history(&a, limit);
-        let transactions = hashes
+        let before = parse_history_token(&req.page_token)?;
+        // One more than the page, to tell whether another page follows.
+        let mut entries = self.chain.index.history_before(&a, before, limit + 1);
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_page_token = match entries.last() {
+            Some((p, _)) if more => history_token(*p),
+            _ => String::new(),
+        };
+        let transactions = entries
             .iter()
-            .filter_map(|h| self.tx_info(h, false))
+            .filter_map(|(_, h)| self.tx_info(h, false))
             .collect();
         Ok(Response::new(pb::GetAccountHistoryResponse {
             transactions,
+            next_page_token,
         }))
     }
 
@@ -614,34 +825,24 @@ impl ChainApi for ChainService {
         &self,
         _: Request<pb::GetSupplyRequest>,
     ) -> Result<Response<pb::SupplyInfo>, Status> {
-        let totals: Totals = self.chain.read(keys::TOTALS).unwrap_or_default();
-        let mut balances = Amount::ZERO;
-        let mut accounts = 0u64;
-        let mut overflow = false;
-        self.chain
-            .store
-            .scan_committed(keys::ACCOUNT, false, |_, v| {
-                if let Ok(a) = borsh::from_slice::<aitbc_protocol::model::Account>(v) {
-                    accounts += 1;
-                    match balances.checked_add(a.balance) {
-                        Some(b) => balances = b,
-                        None => overflow = true,
-                    }
-                }
-                true
-            });
-        let sum = balances
-            .checked_add(totals.escrowed)
-            .and_then(|s| s.checked_add(totals.burned));
-        Ok(Response::new(pb::SupplyInfo {
-            genesis_supply: totals.genesis_supply.to_string(),
-            balances: balances.to_string(),
-            escrowed: totals.escrowed.to_string(),
-            burned: totals.burned.to_string(),
-            conserved: !overflow && sum == Some(totals.genesis_supply),
-            height: self.chain.committed_height().unwrap_or(0),
-            accounts,
-        }))
+        // See `SupplyCache`: at most one audit per committed height.
+        let height = self.chain.committed_height();
+        let mut cached = self.supply.clone().lock_owned().await;
+        if let Some((at, info)) = &*cached {
+            if *at >= height {
+                return Ok(Response::new(info.clone()));
+            }
+        }
+        let chain = self.chain.clone();
+        let info = tokio::task::spawn_blocking(move || {
+            let at = chain.committed_height();
+            let info = audit_supply(&chain);
+            *cached = Some((at, info.clone()));
+            info
+        })
+        .await
+        .map_err(|e| Status::internal(format!("supply audit failed: {e}")))?;
+        Ok(Response::new(info))
     }
 
     async fn get_node_status(
@@ -684,10 +885,14 @@ impl ChainApi for ChainService {
         &self,
         request: Request<pb::SubscribeBlocksRequest>,
     ) -> Result<Response<Self::SubscribeBlocksStream>, Status> {
+        // Held by the stream's task: the stream counts until the task ends (the client went
+        // away, or the node stops).
+        let slot = self.streams.open(request.remote_addr().map(|a| a.ip()))?;
         let mut next = request.into_inner().from_height;
         let chain = self.chain.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (tx, rx) = tokio::sync::mpsc::channel(BLOCK_STREAM_QUEUE);
         tokio::spawn(async move {
+            let _slot = slot;
             // Subscribe first, then replay from storage, so nothing falls between the two.
             let mut live = chain.subscribe();
             loop {
@@ -702,7 +907,13 @@ impl ChainApi for ChainService {
                     }
                     next += 1;
                 }
-                match live.recv().await {
+                // Waiting for the next commit, notice a client that went away at once (its slot
+                // is released), not only at the next send.
+                let received = tokio::select! {
+                    r = live.recv() => r,
+                    _ = tx.closed() => return,
+                };
+                match received {
                     Ok(b) if b.contents.header.height == next => {
                         if tx.send(Ok(committed_block(&b))).await.is_err() {
                             return;

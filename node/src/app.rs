@@ -24,6 +24,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const MAX_CLOCK_SKEW_MS: u64 = 10_000;
 /// How many ancestors to look at for transactions that still need blocks on top to commit.
 const COMMIT_DEPTH: usize = 3;
+/// Encoded bytes of a block's transactions at most. A transaction may be 64 KiB, so without
+/// this 4,000 of them (256 MiB) would make a proposal no peer accepts (peer messages are capped)
+/// and stall the chain; 4,000 transfers take ~0.8 MiB.
+pub const MAX_BLOCK_TX_BYTES: usize = 2 * 1024 * 1024;
+/// How often a leader re-executes its proposal after leaving out transactions that failed the
+/// envelope check (one round suffices: such transactions change nothing).
+const MAX_PROPOSAL_ROUNDS: usize = 3;
 
 pub struct LedgerApp {
     params: ChainParams,
@@ -192,6 +199,59 @@ impl LedgerApp {
         }
     }
 
+    /// Executes the transactions picked for a proposal, leaving out (and dropping from the
+    /// mempool) those that fail the envelope check on this block's state, e.g. a fee that an
+    /// earlier transfer of the same block made unaffordable: validators refuse a block that
+    /// carries one. Returns the header with its roots filled in, the transactions, their
+    /// encodings and the outcome (`None` when our own state does not decode).
+    fn execute_proposal(
+        &self,
+        view: &AppBlockTreeView<'_, RocksStore>,
+        mut header: BlockHeader,
+        mut txs: Vec<SignedTransaction>,
+    ) -> (
+        BlockHeader,
+        Vec<SignedTransaction>,
+        Vec<Vec<u8>>,
+        Option<ledger::BlockOutcome>,
+    ) {
+        for _ in 0..MAX_PROPOSAL_ROUNDS {
+            // Each transaction is encoded once: its hash and its datum come from the same bytes.
+            let tx_bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.encode()).collect();
+            let tx_hashes: Vec<Hash> = tx_bytes
+                .iter()
+                .map(|b| SignedTransaction::hash_of_encoding(b))
+                .collect();
+            header.tx_root = merkle_root(&tx_hashes);
+            header.tx_count = txs.len() as u32;
+            let outcome = self.execute(view, &header, &txs, tx_hashes.clone());
+            let failing = match &outcome {
+                Some(o) if !o.envelope_rejected.is_empty() => o.envelope_rejected.clone(),
+                _ => return (header, txs, tx_bytes, outcome),
+            };
+            let dropped: Vec<Hash> = failing.iter().map(|&i| tx_hashes[i]).collect();
+            tracing::debug!(
+                count = dropped.len(),
+                "leaving transactions that fail the envelope check out of the proposal"
+            );
+            self.metrics.proposal_txs_dropped.inc_by(dropped.len() as u64);
+            self.mempool.remove(&dropped);
+            let mut failing = failing.into_iter().peekable();
+            let mut i = 0;
+            txs.retain(|_| {
+                let drop = failing.next_if_eq(&i).is_some();
+                i += 1;
+                !drop
+            });
+        }
+        // Still failing after every round (cannot happen: a failed envelope changes nothing):
+        // propose an empty block rather than one validators refuse.
+        header.tx_root = merkle_root(&[]);
+        header.tx_count = 0;
+        let outcome = self.execute(view, &header, &[], vec![]);
+        (header, vec![], vec![], outcome)
+    }
+
     fn validate(
         &mut self,
         request: ValidateBlockRequest<RocksStore>,
@@ -262,6 +322,10 @@ impl LedgerApp {
                 txs.len() > self.params.max_block_txs as usize,
                 "more transactions than a block may hold",
             ),
+            (
+                block::transaction_bytes(&block.data) > MAX_BLOCK_TX_BYTES,
+                "more transaction bytes than a block may hold",
+            ),
         ];
         if let Some((_, what)) = problems.iter().find(|(bad, _)| *bad) {
             tracing::warn!(
@@ -281,6 +345,14 @@ impl LedgerApp {
         let Some(outcome) = self.execute(view, &header, &txs, tx_hashes) else {
             return ValidateBlockResponse::Invalid;
         };
+        if !outcome.envelope_rejected.is_empty() {
+            tracing::warn!(
+                height = header.height,
+                failing = outcome.envelope_rejected.len(),
+                "rejecting block: it carries transactions that fail the envelope check (they would fill it for free)"
+            );
+            return ValidateBlockResponse::Invalid;
+        }
         if outcome.state_root != header.state_root {
             tracing::warn!(
                 height = header.height,
@@ -320,6 +392,7 @@ impl App<RocksStore> for LedgerApp {
         let state = TreeState(view);
         let txs = self.mempool.select_aged(
             self.params.max_block_txs as usize,
+            MAX_BLOCK_TX_BYTES,
             self.min_tx_age,
             |a: &Address| {
                 state
@@ -329,23 +402,18 @@ impl App<RocksStore> for LedgerApp {
                     .unwrap_or(0)
             },
         );
-        // Each transaction is encoded once: its hash and its datum come from the same bytes.
-        let tx_bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.encode()).collect();
-        let tx_hashes: Vec<Hash> = tx_bytes
-            .iter()
-            .map(|b| SignedTransaction::hash_of_encoding(b))
-            .collect();
-        let mut header = BlockHeader {
+        let header = BlockHeader {
             chain_id: self.params.chain_id.clone(),
             height,
             prev_hash: parent_hash,
             time_ms: now_ms().max(parent_time),
             proposer: self.me,
-            tx_root: merkle_root(&tx_hashes),
+            tx_root: Hash::ZERO,
             state_root: Hash::ZERO,
-            tx_count: txs.len() as u32,
+            tx_count: 0,
         };
-        let (writes, executed) = match self.execute(view, &header, &txs, tx_hashes) {
+        let (mut header, txs, tx_bytes, outcome) = self.execute_proposal(view, header, txs);
+        let (writes, executed) = match outcome {
             Some(o) => {
                 header.state_root = o.state_root;
                 let executed = ExecutedBlock {

@@ -95,6 +95,11 @@ pub fn transactions_match_header(data: &Data) -> bool {
         && aitbc_protocol::hash::merkle_root(&hashes) == header.tx_root
 }
 
+/// Encoded bytes of a block's transaction datums (everything after the header).
+pub fn transaction_bytes(data: &Data) -> usize {
+    data.iter().skip(1).map(|d| d.bytes().len()).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,9 +101,19 @@ pub struct RunArgs {
     /// Derive peers from a template with {i} for i in 0..validators, skipping our own ordinal.
     #[arg(long, env = "AITBC_PEER_TEMPLATE")]
     pub peer_template: Option<String>,
-    /// fsync every block (survives power loss, slower).
+    /// fsync every write on a listener node too (validators always fsync their votes and
+    /// blocks before sending a vote; a listener re-syncs what a power loss took from peers).
     #[arg(long, env = "AITBC_SYNC_WRITES")]
     pub sync_writes: bool,
+    /// For benchmarks only: a validator skips fsync. After a power loss it may vote twice in
+    /// one view, which breaks BFT safety. Never set this on a real chain.
+    #[arg(long, hide = true, env = "AITBC_UNSAFE_NO_FSYNC")]
+    pub unsafe_no_fsync: bool,
+    /// Public key (hex) of a non-validator node (a listener) that may join the peer network;
+    /// repeatable, or comma-separated in AITBC_ALLOW_PEERS. Validators of the genesis are
+    /// always admitted; every other key is refused at HELLO.
+    #[arg(long = "allow-peer", env = "AITBC_ALLOW_PEERS", value_delimiter = ',')]
+    pub allow_peers: Vec<String>,
     /// While this file exists, all peer traffic is dropped (fault injection for tests).
     #[arg(long, env = "AITBC_FAULT_FILE")]
     pub fault_file: Option<PathBuf>,
@@ -126,6 +136,7 @@ struct FileConfig {
     sync_writes: Option<bool>,
     fault_file: Option<PathBuf>,
     mempool_capacity: Option<usize>,
+    allow_peers: Option<Vec<String>>,
 }
 
 pub fn write_secret(path: &Path, key: &Keypair) -> Result<()> {
@@ -288,6 +299,12 @@ pub fn resolve_run(args: RunArgs) -> Result<aitbc_node::node::NodeConfig> {
         http_listen: addr(args.http_listen, file.http_listen, "0.0.0.0:9300"),
         peers: peers.into_iter().filter(|p| !p.trim().is_empty()).collect(),
         sync_writes: args.sync_writes || file.sync_writes.unwrap_or(false),
+        unsafe_no_fsync: args.unsafe_no_fsync,
+        allow_peers: parse_peer_keys(if args.allow_peers.is_empty() {
+            file.allow_peers.unwrap_or_default()
+        } else {
+            args.allow_peers
+        })?,
         fault_file: args.fault_file.or(file.fault_file),
         mempool_capacity: args
             .mempool_capacity
@@ -296,9 +313,32 @@ pub fn resolve_run(args: RunArgs) -> Result<aitbc_node::node::NodeConfig> {
     })
 }
 
+/// `--allow-peer` keys; a key that does not parse is an error naming it.
+fn parse_peer_keys(keys: Vec<String>) -> Result<Vec<aitbc_protocol::PublicKey>> {
+    keys.iter()
+        .map(|k| k.trim())
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            k.parse()
+                .with_context(|| format!("--allow-peer {k:?} is not a public key (64 hex digits)"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_peer_keys_must_parse() {
+        let k = aitbc_protocol::Keypair::generate().public();
+        assert_eq!(
+            parse_peer_keys(vec![k.to_string(), " ".into()]).unwrap(),
+            vec![k]
+        );
+        let e = parse_peer_keys(vec!["nothex".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("--allow-peer \"nothex\""), "{e:#}");
+    }
 
     #[test]
     fn ordinal_comes_from_the_pod_name() {

@@ -65,6 +65,10 @@ fn history_prefix(a: &Address) -> Vec<u8> {
     k
 }
 
+/// Where a transaction sits in the chain: its block's height and its index in the block.
+/// History is ordered by it (newest first).
+pub type HistoryPosition = (u64, u32);
+
 fn history_key(a: &Address, height: u64, position: u32) -> Vec<u8> {
     let mut k = history_prefix(a);
     k.extend_from_slice(&height.to_be_bytes());
@@ -203,15 +207,42 @@ impl TxIndex {
 
     /// Hashes of an account's last `limit` transactions, newest first.
     pub fn history(&self, a: &Address, limit: usize) -> Vec<Hash> {
+        self.history_before(a, None, limit)
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect()
+    }
+
+    /// An account's transactions strictly older than `before` (a [`HistoryPosition`]; `None`:
+    /// from the newest), newest first, at most `limit`: one page of `GetAccountHistory`.
+    pub fn history_before(
+        &self,
+        a: &Address,
+        before: Option<HistoryPosition>,
+        limit: usize,
+    ) -> Vec<(HistoryPosition, Hash)> {
         let prefix = history_prefix(a);
         // Every history key of this account sorts below the prefix followed by 0xff bytes.
-        let mut upper = prefix.clone();
-        upper.extend_from_slice(&[0xff; 13]);
+        let upper = match before {
+            Some((height, position)) => history_key(a, height, position),
+            None => {
+                let mut upper = prefix.clone();
+                upper.extend_from_slice(&[0xff; 13]);
+                upper
+            }
+        };
         self.db
             .iterator(IteratorMode::From(&upper, Direction::Reverse))
             .map_while(|item| item.ok())
+            .skip_while(|(k, _)| k.as_ref() >= upper.as_slice())
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter_map(|(_, v)| <[u8; 32]>::try_from(v.as_ref()).ok().map(Hash))
+            .filter_map(|(k, v)| {
+                let at = k.get(prefix.len()..)?;
+                let height = u64::from_be_bytes(at.get(..8)?.try_into().ok()?);
+                let position = u32::from_be_bytes(at.get(8..12)?.try_into().ok()?);
+                let hash = <[u8; 32]>::try_from(v.as_ref()).ok().map(Hash)?;
+                Some(((height, position), hash))
+            })
             .take(limit)
             .collect()
     }
@@ -428,19 +459,36 @@ impl Indexer {
 
     /// Hashes of an account's last `limit` transactions, newest first.
     pub fn history(&self, a: &Address, limit: usize) -> Vec<Hash> {
-        let mut out: Vec<Hash> = Vec::new();
+        self.history_before(a, None, limit)
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect()
+    }
+
+    /// [`TxIndex::history_before`], including the published blocks not written yet.
+    pub fn history_before(
+        &self,
+        a: &Address,
+        before: Option<HistoryPosition>,
+        limit: usize,
+    ) -> Vec<(HistoryPosition, Hash)> {
+        let older_than = |p: HistoryPosition| before.is_none_or(|b| p < b);
+        let mut out: Vec<(HistoryPosition, Hash)> = Vec::new();
         for b in self.pending.lock().iter().rev() {
             let c = &b.contents;
             for (stx, r) in c.txs.iter().zip(&c.receipts).rev() {
-                if out.len() < limit && accounts_involved(stx, r).contains(a) {
-                    out.push(r.tx_hash);
+                if out.len() < limit
+                    && older_than((r.height, r.index))
+                    && accounts_involved(stx, r).contains(a)
+                {
+                    out.push(((r.height, r.index), r.tx_hash));
                 }
             }
         }
         // A pending block may be written already: keep each transaction once.
-        let seen: HashSet<Hash> = out.iter().copied().collect();
-        let older = self.index.history(a, limit);
-        out.extend(older.into_iter().filter(|h| !seen.contains(h)));
+        let seen: HashSet<Hash> = out.iter().map(|(_, h)| *h).collect();
+        let older = self.index.history_before(a, before, limit);
+        out.extend(older.into_iter().filter(|(_, h)| !seen.contains(h)));
         out.truncate(limit);
         out
     }

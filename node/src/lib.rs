@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod block;
 pub mod chain;
 pub mod executed;

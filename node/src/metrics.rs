@@ -19,6 +19,17 @@ pub struct NodeMetrics {
     pub peers_connected: Gauge<u64, AtomicU64>,
     pub peer_messages_dropped: Counter,
     pub peer_messages_bad_signature: Counter,
+    /// Hostile-network counters (docs/ARCHITECTURE.md, "Threat model").
+    pub peers_refused: Counter,
+    pub peer_messages_not_validator: Counter,
+    pub gossip_batches_dropped: Counter,
+    pub mempool_evicted: Counter,
+    pub mempool_expired: Counter,
+    pub proposal_txs_dropped: Counter,
+    /// Public API limits (docs/ARCHITECTURE.md, "Public API").
+    pub api_block_streams: Gauge<u64, AtomicU64>,
+    pub api_block_streams_refused: Counter,
+    pub api_supply_scans: Counter,
     produce_seconds: Histogram,
     validate_seconds: Histogram,
     block_txs: Histogram,
@@ -43,6 +54,15 @@ impl NodeMetrics {
             peers_connected: Gauge::default(),
             peer_messages_dropped: Counter::default(),
             peer_messages_bad_signature: Counter::default(),
+            peers_refused: Counter::default(),
+            peer_messages_not_validator: Counter::default(),
+            gossip_batches_dropped: Counter::default(),
+            mempool_evicted: Counter::default(),
+            mempool_expired: Counter::default(),
+            proposal_txs_dropped: Counter::default(),
+            api_block_streams: Gauge::default(),
+            api_block_streams_refused: Counter::default(),
+            api_supply_scans: Counter::default(),
             produce_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             validate_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             block_txs: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
@@ -92,6 +112,51 @@ impl NodeMetrics {
             "peer_messages_bad_signature",
             "Peer messages ignored for a bad signature",
             m.peer_messages_bad_signature.clone(),
+        );
+        registry.register(
+            "peers_refused",
+            "Peer connections refused at HELLO (key not a validator nor an allowed peer, backed off, or too many handshakes)",
+            m.peers_refused.clone(),
+        );
+        registry.register(
+            "peer_messages_not_validator",
+            "Consensus progress messages dropped because their sender is not a validator",
+            m.peer_messages_not_validator.clone(),
+        );
+        registry.register(
+            "gossip_batches_dropped",
+            "Transaction gossip batches dropped because the admission workers were busy",
+            m.gossip_batches_dropped.clone(),
+        );
+        registry.register(
+            "mempool_evicted",
+            "Pending transactions evicted by higher-paying ones",
+            m.mempool_evicted.clone(),
+        );
+        registry.register(
+            "mempool_expired",
+            "Pending transactions dropped after waiting too long behind a nonce gap",
+            m.mempool_expired.clone(),
+        );
+        registry.register(
+            "proposal_txs_dropped",
+            "Transactions a leader left out of its proposal because they failed the envelope check",
+            m.proposal_txs_dropped.clone(),
+        );
+        registry.register(
+            "api_block_streams",
+            "SubscribeBlocks streams open",
+            m.api_block_streams.clone(),
+        );
+        registry.register(
+            "api_block_streams_refused",
+            "SubscribeBlocks streams refused at the node's or a client address's limit",
+            m.api_block_streams_refused.clone(),
+        );
+        registry.register(
+            "api_supply_scans",
+            "Supply audits computed (GetSupply scans the accounts at most once per committed height)",
+            m.api_supply_scans.clone(),
         );
         registry.register(
             "produce_block_seconds",

@@ -8,6 +8,7 @@ use crate::index::TxIndex;
 use crate::ledger::{genesis, ChainParams};
 use crate::mempool::Mempool;
 use crate::metrics::NodeMetrics;
+use crate::p2p::policy::PeerPolicy;
 use crate::p2p::{FaultSwitch, PeerNetwork};
 use crate::store::RocksStore;
 use aitbc_protocol::model::Genesis;
@@ -35,9 +36,25 @@ pub struct NodeConfig {
     pub p2p_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub peers: Vec<String>,
+    /// fsync every write on a listener too (validators always do, see [`NodeConfig::durable`]).
     pub sync_writes: bool,
+    /// Benchmarks only: a validator skips the fsync of its votes and blocks. A validator that
+    /// loses power can then forget a vote and vote twice in one view: a safety fault.
+    pub unsafe_no_fsync: bool,
     pub fault_file: Option<PathBuf>,
     pub mempool_capacity: usize,
+    /// Non-validator keys admitted to the peer network (listener nodes).
+    pub allow_peers: Vec<aitbc_protocol::PublicKey>,
+}
+
+impl NodeConfig {
+    /// Whether every write is fsynced before the node goes on: always on a validator (a vote
+    /// must survive a power loss before it is sent, or the validator could vote twice in a
+    /// view), on request on a listener (which re-syncs what it lost from peers).
+    pub fn durable(&self) -> bool {
+        let validator = self.genesis.validators.iter().any(|v| v.key == self.key.public());
+        (validator && !self.unsafe_no_fsync) || self.sync_writes
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +79,7 @@ pub enum StartError {
 }
 
 /// HotStuff's numeric chain id, derived from ours.
-fn hotstuff_chain_id(chain_id: &str) -> ChainID {
+pub fn hotstuff_chain_id(chain_id: &str) -> ChainID {
     let h = Hash::domain("aitbc/hotstuff-chain-id/v1", &[chain_id.as_bytes()]);
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.0[..8]);
@@ -125,6 +142,41 @@ fn min_tx_age(validators: usize) -> Duration {
     }
 }
 
+/// Blocks per block-sync response (and per request; the server answers at most this many
+/// whatever a peer asks, see third_party/README.md). One response is one peer message: a full
+/// block (4,000 transfers) encodes to about 1 MiB and its transactions are bounded by
+/// [`crate::app::MAX_BLOCK_TX_BYTES`], so 16 blocks stay under the peer message cap
+/// ([`crate::p2p::MAX_PEER_MESSAGE`], 32-40 MiB) with room for headers, certificates and the
+/// envelope. (hotstuff_rs's example value, 200, made a response of full blocks far larger than
+/// any cap, so a lagging replica could never sync past them.) A lagging replica asks again from
+/// its new height, one round trip per 16 blocks.
+const SYNC_RESPONSE_BLOCKS: u32 = 16;
+/// Per block, beyond its transactions: header datum, certificate, datum framing (generous).
+const SYNC_BLOCK_OVERHEAD: usize = 64 * 1024;
+const _: () = assert!(
+    SYNC_RESPONSE_BLOCKS as usize * (crate::app::MAX_BLOCK_TX_BYTES + SYNC_BLOCK_OVERHEAD)
+        <= crate::p2p::MAX_PEER_MESSAGE,
+    "a block-sync response of full blocks must fit in one peer message"
+);
+
+/// API requests handled at once on one client connection; more wait for a turn (tower's
+/// concurrency limit). The heavy honest clients multiplex everything on one connection: the
+/// CLI's throughput test runs up to 500 single-transaction submitters, the benchmark up to 512
+/// requests in flight (batches of up to 10,000 spread over the nodes). 256 handlers keep the
+/// batch verifier's batches full (it batches up to 1,024 signatures across requests) while
+/// bounding what one connection holds: at most 256 decoded requests of up to 16 MiB.
+/// A streaming call holds its turn only until the stream starts.
+const API_CONCURRENCY_PER_CONNECTION: usize = 256;
+/// HTTP/2 streams (requests, block streams) open at once on one client connection
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`); a client beyond it queues its requests. Room for
+/// [`API_CONCURRENCY_PER_CONNECTION`] running and as many waiting.
+const API_STREAMS_PER_CONNECTION: u32 = 512;
+/// A unary request's handler (reading its body included) is cancelled after this long. The
+/// slowest honest call is a batch of 10,000 transactions on a saturated node (admission waits
+/// for the verifier, which runs below consensus): seconds, not tens of seconds. Streams are
+/// not cut: the limit covers a call until its response starts.
+const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A running node. Dropping it stops consensus.
 pub struct RunningNode {
     pub chain: Arc<Chain>,
@@ -135,7 +187,7 @@ pub struct RunningNode {
 pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     genesis::validate(&cfg.genesis)?;
     std::fs::create_dir_all(&cfg.data_dir).ok();
-    let mut store = RocksStore::open(&cfg.data_dir.join("chain.db"), cfg.sync_writes)?;
+    let mut store = RocksStore::open(&cfg.data_dir.join("chain.db"), cfg.durable())?;
     initialize_store(&mut store, &cfg.genesis, &cfg.data_dir)?;
 
     let params = ChainParams::from_genesis(&cfg.genesis);
@@ -155,9 +207,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let me = cfg.key.public();
     let is_validator = cfg.genesis.validators.iter().any(|v| v.key == me);
 
+    let policy = PeerPolicy::new(
+        cfg.genesis.validators.iter().map(|v| v.key),
+        cfg.allow_peers.iter().copied(),
+    );
     let net = PeerNetwork::new(
         cfg.key.clone(),
         params.chain_id.clone(),
+        policy,
         FaultSwitch::new(cfg.fault_file.clone()),
         metrics.clone(),
     );
@@ -204,19 +261,26 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
             tracing::error!(error = %e, "peer server stopped");
         }
     });
-    let api = ChainService {
-        chain: chain.clone(),
-        net: net.clone(),
-        node_key: me,
+    let api = ChainService::new(
+        chain.clone(),
+        net.clone(),
+        me,
         is_validator,
-        block_time_ms: cfg.genesis.block_time_ms,
-    };
+        cfg.genesis.block_time_ms,
+    );
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
         let svc = aitbc_protocol::pb::chain_server::ChainServer::new(api)
             .max_decoding_message_size(16 * 1024 * 1024);
+        // Limits per connection (docs/ARCHITECTURE.md, "Public API"); requests beyond them
+        // wait, they are not refused.
         if let Err(e) = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .concurrency_limit_per_connection(API_CONCURRENCY_PER_CONNECTION)
+            .max_concurrent_streams(API_STREAMS_PER_CONNECTION)
+            .timeout(API_REQUEST_TIMEOUT)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(svc)
             .serve_with_incoming(incoming)
             .await
@@ -231,12 +295,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     tokio::spawn(net.clone().flush_gossip_forever(Duration::from_millis(5)));
     {
         // Repeat gossip of transactions still pending after a while (lost on a full queue, or
-        // sent while a peer was down).
-        let (net, mempool) = (net.clone(), mempool.clone());
+        // sent while a peer was down), and drop those stuck behind a nonce gap for too long.
+        let (net, mempool, metrics) = (net.clone(), mempool.clone(), metrics.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tick.tick().await;
+                let expired = mempool.expire_queued(std::time::Instant::now());
+                metrics.mempool_expired.inc_by(expired as u64);
                 for tx in mempool.due_for_regossip(Duration::from_secs(3), 20_000) {
                     net.queue_gossip(tx);
                 }
@@ -251,7 +317,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
     let configuration = Configuration::builder()
         .me(cfg.key.signing_key().clone())
         .chain_id(hotstuff_chain_id(&params.chain_id))
-        .block_sync_request_limit(200)
+        .block_sync_request_limit(SYNC_RESPONSE_BLOCKS)
         .block_sync_server_advertise_time(Duration::from_secs(2))
         .block_sync_response_timeout(Duration::from_secs(3))
         .block_sync_blacklist_expiry_time(Duration::from_secs(10))

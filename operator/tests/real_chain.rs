@@ -326,7 +326,8 @@ fn start_agent(
 async fn aijob_runs_on_a_gpu_agent_pod_through_the_in_process_scheduler() {
     use aitbc_operator::agents::PodAgents;
     use aitbc_operator::scheduler::SchedulerHandle;
-    use aitbc_protocol::tx::{Action, Serves};
+    use aitbc_protocol::registration::register_agent_action;
+    use aitbc_protocol::tx::Serves;
 
     let dir = tempfile::tempdir().unwrap();
     let (_node, client, ops) = start_chain(dir.path()).await;
@@ -365,11 +366,14 @@ async fn aijob_runs_on_a_gpu_agent_pod_through_the_in_process_scheduler() {
     // operator discovers through the (mocked) Kubernetes API.
     let port = free_port();
     let (_agent, agent_key) = start_agent(dir.path(), &provider, &scheduler_key, port);
-    let register = Action::RegisterAgent {
-        agent_key: agent_key.public(),
-        agent_id: "gpu-node-1".into(),
-        serves: Serves::AnyProvider,
-    };
+    // The action carries the agent key's proof for this owner and chain.
+    let register = register_agent_action(
+        &agent_key,
+        "aitbc-operator-test",
+        &provider.address(),
+        "gpu-node-1",
+        &Serves::AnyProvider,
+    );
     client
         .send_and_wait(
             &provider,

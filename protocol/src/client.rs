@@ -373,20 +373,47 @@ impl ChainClient {
             .into_inner())
     }
 
+    /// An account's last `limit` transactions, newest first. The node answers in pages (at most
+    /// 100 each); this follows the page tokens until `limit` or the oldest transaction.
     pub async fn history(
         &self,
         a: &Address,
         limit: u32,
     ) -> Result<Vec<pb::TransactionInfo>, ClientError> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        while out.len() < limit as usize {
+            let left = limit - out.len() as u32;
+            let (page, next) = self.history_page(a, left, &token).await?;
+            out.extend(page.into_iter().take(left as usize));
+            if next.is_empty() || next == token {
+                break;
+            }
+            token = next;
+        }
+        Ok(out)
+    }
+
+    /// One page of an account's history: up to `limit` transactions (the node caps a page at
+    /// 100) older than `page_token` (empty: the newest), and the token of the next page (empty
+    /// on the last one).
+    pub async fn history_page(
+        &self,
+        a: &Address,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<(Vec<pb::TransactionInfo>, String), ClientError> {
         let r = self
             .raw
             .clone()
             .get_account_history(pb::GetAccountHistoryRequest {
                 address: a.to_string(),
                 limit,
+                page_token: page_token.to_string(),
             })
             .await;
-        Ok(r.map_err(|e| self.map(e))?.into_inner().transactions)
+        let r = r.map_err(|e| self.map(e))?.into_inner();
+        Ok((r.transactions, r.next_page_token))
     }
 
     /// Committed blocks from `from_height`, replayed then live.

@@ -8,6 +8,7 @@ pub mod hash;
 pub mod model;
 pub mod net;
 pub mod receipt;
+pub mod registration;
 pub mod tx;
 
 pub use amount::{Amount, AmountError};

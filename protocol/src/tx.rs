@@ -169,11 +169,14 @@ pub enum Action {
     CancelJob {
         job_id: String,
     },
-    /// Binds an agent key to the sender (the agent's owner wallet).
+    /// Binds an agent key to the sender (the agent's owner wallet). `proof` is the agent key's
+    /// signature over (chain id, sender address, `agent_id`, `serves`)
+    /// ([`crate::registration`]), so only the holder of the agent key can consent to it.
     RegisterAgent {
         agent_key: PublicKey,
         agent_id: String,
         serves: Serves,
+        proof: Signature,
     },
     /// A scheduler named in genesis records which agent runs a job (payment can go only there).
     AssignJob {

@@ -4,6 +4,7 @@
 
 use aitbc_protocol::client::ChainClient;
 use aitbc_protocol::model::JobStatus;
+use aitbc_protocol::registration::register_agent_action;
 use aitbc_protocol::scheduler_pb as spb;
 use aitbc_protocol::scheduler_pb::scheduler_client::SchedulerClient;
 use aitbc_protocol::tx::{object_id, Action, JobKind, JobSpec, Runtime, Serves, ServiceType};
@@ -287,11 +288,7 @@ impl Env {
         );
         self.send(
             owner,
-            Action::RegisterAgent {
-                agent_key: key.public(),
-                agent_id: id.into(),
-                serves,
-            },
+            register_agent_action(&key, "aitbc-test", &owner.address(), id, &serves),
         )
         .await;
         self.agents.push(AgentProc {

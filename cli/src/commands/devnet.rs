@@ -10,8 +10,9 @@ use crate::password;
 use aitbc_protocol::agent_pb;
 use aitbc_protocol::client::ChainClient;
 use aitbc_protocol::model::Genesis;
-use aitbc_protocol::tx::{Action, Serves};
-use aitbc_protocol::{Amount, Keypair, PublicKey};
+use aitbc_protocol::registration::verify_registration;
+use aitbc_protocol::tx::Action;
+use aitbc_protocol::{Address, Amount, Keypair, PublicKey};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -225,6 +226,36 @@ async fn wait_agent(url: &str, timeout: Duration, log: &Path) -> Result<agent_pb
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The agent's own `RegisterAgent` from its status: it carries the agent key's proof for `owner`
+/// on `chain_id` (the agent was started with `--owner` and `--chain-id`). Checked here so that a
+/// mismatch is reported before a transaction is spent on it.
+fn registration_from_status(
+    st: &agent_pb::AgentStatus,
+    key: &PublicKey,
+    chain_id: &str,
+    owner: &Address,
+) -> Result<Action> {
+    let action: Action = borsh::from_slice(&st.register_action)
+        .map_err(|_| anyhow!("its status carries no registration action (no --owner?)"))?;
+    match &action {
+        Action::RegisterAgent {
+            agent_key,
+            agent_id,
+            serves,
+            proof,
+        } if agent_key == key => {
+            verify_registration(agent_key, chain_id, owner, agent_id, serves, proof).map_err(
+                |_| anyhow!("its registration is not signed for owner {owner} on chain {chain_id}"),
+            )?;
+            Ok(action)
+        }
+        other => bail!(
+            "its status carries a {} action, not its own registration",
+            other.name()
+        ),
     }
 }
 
@@ -477,7 +508,7 @@ async fn start_all(
     let rpc0 = format!("http://127.0.0.1:{}", state.nodes[0].rpc);
     let chain = wait_node(&rpc0, 1, Duration::from_secs(60), &dir.join("node-0.log")).await?;
     // Agents.
-    let mut agent_keys: Vec<(String, PublicKey)> = Vec::new();
+    let mut agent_keys: Vec<(String, PublicKey, Action)> = Vec::new();
     for x in state.agents.clone() {
         let state_dir = dir.join(&x.id);
         let args: Vec<String> = vec![
@@ -514,13 +545,15 @@ async fn start_all(
             .agent_key
             .parse()
             .map_err(|e| anyhow!("agent {} reports a bad key: {e}", x.id))?;
-        agent_keys.push((x.id.clone(), key));
+        let register = registration_from_status(&st, &key, &genesis.chain_id, &ops_addr)
+            .map_err(|e| anyhow!("agent {}: {e}; see {}", x.id, log.display()))?;
+        agent_keys.push((x.id.clone(), key, register));
     }
     // Register unregistered agents on chain, and fund the scheduler's fees, signed by genesis-ops.
     let registered: Vec<PublicKey> = chain.agents().await?.into_iter().map(|x| x.key).collect();
-    let missing: Vec<&(String, PublicKey)> = agent_keys
+    let missing: Vec<&(String, PublicKey, Action)> = agent_keys
         .iter()
-        .filter(|(_, k)| !registered.contains(k))
+        .filter(|(_, k, _)| !registered.contains(k))
         .collect();
     let (sched_balance, _) = chain.balance(&sched.address()).await?;
     let sched_low = sched_balance < SCHEDULER_FUNDS_MIN;
@@ -537,14 +570,10 @@ async fn start_all(
             );
         }
         let fee = genesis.min_fee;
-        for (id, key) in missing {
-            let action = Action::RegisterAgent {
-                agent_key: *key,
-                agent_id: id.clone(),
-                serves: Serves::AnyProvider,
-            };
+        // Each agent signed its registration for genesis-ops on this chain (its status).
+        for (id, _, action) in missing {
             chain
-                .send_and_wait(&ops, action, fee, Duration::from_secs(60))
+                .send_and_wait(&ops, action.clone(), fee, Duration::from_secs(60))
                 .await
                 .map_err(|e| anyhow!("registering agent {id} on chain: {e}"))?;
         }

@@ -10,6 +10,7 @@ use aitbc_protocol::hash::merkle_root;
 use aitbc_protocol::model::{
     AgentRecord, Bid, BidStatus, Event, Job, JobStatus, Listing, Totals, TxReceipt,
 };
+use aitbc_protocol::registration::verify_registration;
 use aitbc_protocol::tx::{object_id, Action, SignedTransaction};
 use aitbc_protocol::{Address, Amount, Hash, PublicKey};
 
@@ -40,6 +41,8 @@ pub enum TxError {
     UnknownJob(String),
     #[error("unknown agent {0}")]
     UnknownAgent(PublicKey),
+    #[error("agent registration is not signed by the agent key {0}: the agent must sign its registration for this owner, chain, agent id and serves (aitbc-gpu-agent identity --owner ADDR --chain-id ID prints the signed action)")]
+    BadAgentProof(PublicKey),
     #[error("listing {0} is closed")]
     ListingClosed(String),
     #[error("bid of {bid} AIT is below the listing's price of {price} AIT")]
@@ -75,6 +78,10 @@ pub struct BlockContext<'p> {
 pub struct BlockOutcome {
     pub writes: Writes,
     pub receipts: Vec<TxReceipt>,
+    /// Positions of the transactions that failed the envelope check (they paid no fee and
+    /// changed nothing). Consensus refuses a block with any: such a transaction would take
+    /// block space for free.
+    pub envelope_rejected: Vec<usize>,
     /// The transactions' hashes, in block order.
     pub tx_hashes: Vec<Hash>,
     pub tx_root: Hash,
@@ -104,8 +111,13 @@ pub fn apply_block_with_hashes<S: StateRead + ?Sized>(
     let sig_ok = verify_signatures(txs, &hashes, ctx.verified);
     let mut ov = Overlay::new(state);
     let mut receipts = Vec::with_capacity(txs.len());
+    let mut envelope_rejected = Vec::new();
     for (i, stx) in txs.iter().enumerate() {
-        receipts.push(apply_tx(&mut ov, ctx, stx, hashes[i], i as u32, sig_ok[i])?);
+        let (receipt, envelope_ok) = apply_tx(&mut ov, ctx, stx, hashes[i], i as u32, sig_ok[i])?;
+        if !envelope_ok {
+            envelope_rejected.push(i);
+        }
+        receipts.push(receipt);
     }
     // One value per block rather than one per transaction: the receipts are committed state (the
     // state root covers them), and the indexes by transaction and by account are derived from
@@ -124,6 +136,7 @@ pub fn apply_block_with_hashes<S: StateRead + ?Sized>(
     Ok(BlockOutcome {
         writes,
         receipts,
+        envelope_rejected,
         tx_hashes: hashes,
         tx_root,
         state_root,
@@ -205,60 +218,42 @@ pub fn check_envelope(stx: &SignedTransaction, params: &ChainParams) -> Result<(
     Ok(())
 }
 
-fn apply_tx<S: StateRead + ?Sized>(
+/// Envelope of one transaction: signature, chain id, minimum fee, nonce, fee affordable. On
+/// success the fee is paid to the proposer and the nonce used, whatever the action does next;
+/// on failure nothing changes, not even the nonce.
+fn pay_envelope<S: StateRead + ?Sized>(
     ov: &mut Overlay<'_, S>,
     ctx: &BlockContext<'_>,
     stx: &SignedTransaction,
-    hash: Hash,
-    index: u32,
     sig_ok: bool,
-) -> Result<TxReceipt, CorruptState> {
-    let reject = |e: TxError| TxReceipt {
-        tx_hash: hash,
-        height: ctx.height,
-        index,
-        error: Some(e.to_string()),
-        fee_paid: Amount::ZERO,
-        events: vec![],
-    };
-    // Envelope: a transaction that fails here changes nothing, not even the nonce.
+) -> Result<Result<Address, TxError>, CorruptState> {
     let tx = &stx.tx;
     if !sig_ok {
-        return Ok(reject(TxError::BadSignature));
+        return Ok(Err(TxError::BadSignature));
     }
-    if tx.chain_id != ctx.params.chain_id {
-        return Ok(reject(TxError::WrongChain {
-            expected: ctx.params.chain_id.clone(),
-            got: tx.chain_id.clone(),
-        }));
-    }
-    if tx.fee < ctx.params.min_fee {
-        return Ok(reject(TxError::FeeTooLow {
-            min: ctx.params.min_fee,
-            got: tx.fee,
-        }));
+    if let Err(e) = check_envelope(stx, ctx.params) {
+        return Ok(Err(e));
     }
     let sender = tx.sender_address();
     let mut acct = ov.account(&sender)?;
     if tx.nonce < acct.nonce {
-        return Ok(reject(TxError::StaleNonce {
+        return Ok(Err(TxError::StaleNonce {
             expected: acct.nonce,
             got: tx.nonce,
         }));
     }
     if tx.nonce > acct.nonce {
-        return Ok(reject(TxError::FutureNonce {
+        return Ok(Err(TxError::FutureNonce {
             expected: acct.nonce,
             got: tx.nonce,
         }));
     }
     let Some(after_fee) = acct.balance.checked_sub(tx.fee) else {
-        return Ok(reject(TxError::InsufficientFunds {
+        return Ok(Err(TxError::InsufficientFunds {
             balance: acct.balance,
             needed: tx.fee,
         }));
     };
-    // The fee is paid and the nonce used whatever the action's outcome.
     acct.balance = after_fee;
     acct.nonce += 1;
     ov.put_account(&sender, &acct);
@@ -272,7 +267,34 @@ fn apply_tx<S: StateRead + ?Sized>(
             reason: "overflow".into(),
         })?;
     ov.put_account(&proposer, &prop_acct);
+    Ok(Ok(sender))
+}
 
+/// Applies one transaction: its envelope, then its action (whole, or rolled back with the
+/// reason in the receipt). The flag says whether the envelope passed.
+fn apply_tx<S: StateRead + ?Sized>(
+    ov: &mut Overlay<'_, S>,
+    ctx: &BlockContext<'_>,
+    stx: &SignedTransaction,
+    hash: Hash,
+    index: u32,
+    sig_ok: bool,
+) -> Result<(TxReceipt, bool), CorruptState> {
+    let sender = match pay_envelope(ov, ctx, stx, sig_ok)? {
+        Ok(sender) => sender,
+        Err(e) => {
+            let receipt = TxReceipt {
+                tx_hash: hash,
+                height: ctx.height,
+                index,
+                error: Some(e.to_string()),
+                fee_paid: Amount::ZERO,
+                events: vec![],
+            };
+            return Ok((receipt, false));
+        }
+    };
+    let tx = &stx.tx;
     let checkpoint = ov.checkpoint();
     let mut ex = Exec {
         ov,
@@ -299,14 +321,15 @@ fn apply_tx<S: StateRead + ?Sized>(
             Some(e.to_string())
         }
     };
-    Ok(TxReceipt {
+    let receipt = TxReceipt {
         tx_hash: hash,
         height: ctx.height,
         index,
         events: if error.is_some() { vec![] } else { events },
         error,
         fee_paid: tx.fee,
-    })
+    };
+    Ok((receipt, true))
 }
 
 const MAX_NAME: usize = 128;
@@ -544,6 +567,7 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                 agent_key,
                 agent_id,
                 serves,
+                proof,
             } => {
                 ensure(
                     !agent_id.trim().is_empty() && agent_id.len() <= MAX_NAME,
@@ -552,6 +576,17 @@ impl<S: StateRead + ?Sized> Exec<'_, '_, '_, S> {
                 agent_key
                     .verifying_key()
                     .map_err(|_| invalid("agent key is not a valid ed25519 key"))?;
+                // Proof of possession: the agent key consents to this owner, chain, id and serves,
+                // so knowing an agent's (public) key is not enough to register it.
+                verify_registration(
+                    agent_key,
+                    &self.ctx.params.chain_id,
+                    &self.sender,
+                    agent_id,
+                    serves,
+                    proof,
+                )
+                .map_err(|_| TxError::BadAgentProof(*agent_key))?;
                 if let Some(existing) = self.ov.agent(agent_key)? {
                     ensure(existing.owner == self.sender, || {
                         TxError::NotAllowed(format!(

@@ -6,13 +6,15 @@ use super::keys;
 use super::params::ChainParams;
 use super::state::decode;
 use aitbc_protocol::model::{
-    Account, Allocation, Bid, Genesis, GenesisValidator, Job, JobStatus, Totals, TxReceipt,
+    Account, AgentRecord, Allocation, Bid, Genesis, GenesisValidator, Job, JobStatus, Totals,
+    TxReceipt,
 };
 use aitbc_protocol::receipt::{JobReceipt, Usage};
+use aitbc_protocol::registration::{register_agent_action, sign_registration};
 use aitbc_protocol::tx::{
     Action, JobSpec, Runtime, Serves, ServiceType, SignedTransaction, Transaction,
 };
-use aitbc_protocol::{Address, Amount, Hash, Keypair};
+use aitbc_protocol::{Address, Amount, Hash, Keypair, Signature};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
@@ -125,6 +127,9 @@ impl Ledger {
     fn job(&self, id: &str) -> Job {
         self.get(&keys::job(id)).unwrap()
     }
+    fn agent(&self, k: &aitbc_protocol::PublicKey) -> Option<AgentRecord> {
+        self.get(&keys::agent(k))
+    }
     fn totals(&self) -> Totals {
         self.get(keys::TOTALS).unwrap()
     }
@@ -190,6 +195,11 @@ fn listing(price: u128) -> Action {
     }
 }
 
+/// `owner`'s registration of `agent` on this chain, with the agent's proof for it.
+fn register(agent: &Keypair, owner: &Keypair, agent_id: &str, serves: Serves) -> Action {
+    register_agent_action(agent, CHAIN, &owner.address(), agent_id, &serves)
+}
+
 fn receipt(
     agent: &Keypair,
     job_id: &str,
@@ -239,11 +249,7 @@ fn world() -> World {
 
 impl World {
     fn register_agent(&mut self) {
-        let a = Action::RegisterAgent {
-            agent_key: self.agent.public(),
-            agent_id: "agent-0".into(),
-            serves: Serves::AnyProvider,
-        };
+        let a = register(&self.agent, &self.provider, "agent-0", Serves::AnyProvider);
         self.l.run(&self.provider.clone(), a).unwrap();
     }
     /// listing -> bid -> accept -> job on the bid -> assigned -> result. Returns (listing, bid, job).
@@ -719,11 +725,7 @@ fn job_on_a_listing_runs_only_on_an_agent_serving_its_provider() {
     let other_agent = Keypair::generate();
     w.l.run(
         &x,
-        Action::RegisterAgent {
-            agent_key: other_agent.public(),
-            agent_id: "x".into(),
-            serves: Serves::Providers(vec![x.address()]),
-        },
+        register(&other_agent, &x, "x", Serves::Providers(vec![x.address()])),
     )
     .unwrap();
     let job = created_id(
@@ -749,18 +751,130 @@ fn job_on_a_listing_runs_only_on_an_agent_serving_its_provider() {
         )
         .unwrap_err();
     assert!(e.contains("does not serve provider"), "{e}");
-    // and nobody else may take over a registered agent key
+    // and nobody else may take over a registered agent key, not even with the agent's consent
     let e =
-        w.l.run(
-            &c,
-            Action::RegisterAgent {
-                agent_key: other_agent.public(),
-                agent_id: "y".into(),
-                serves: Serves::AnyProvider,
-            },
-        )
-        .unwrap_err();
+        w.l.run(&c, register(&other_agent, &c, "y", Serves::AnyProvider))
+            .unwrap_err();
     assert!(e.contains("is registered to"), "{e}");
+}
+
+/// The agent's key is public; a thief who knows only it, or holds a proof the agent made for
+/// something else, must not be able to bind it to their wallet.
+#[test]
+fn hostile_stolen_agent_key_cannot_be_registered() {
+    let mut w = world();
+    let (agent, owner, thief) = (w.agent.clone(), w.provider.clone(), w.stranger.clone());
+    let key = agent.public();
+    let forged = |agent_id: &str, serves: Serves, proof: Signature| Action::RegisterAgent {
+        agent_key: key,
+        agent_id: agent_id.into(),
+        serves,
+        proof,
+    };
+    let any = Serves::AnyProvider;
+    let for_thief = |chain: &str, id: &str, s: &Serves| {
+        sign_registration(&agent, chain, &thief.address(), id, s)
+    };
+    let attempts: Vec<(&str, Action)> = vec![
+        (
+            "no proof (zeros)",
+            forged("a", any.clone(), Signature([0; 64])),
+        ),
+        (
+            "garbage proof",
+            forged("a", any.clone(), Signature([0x5a; 64])),
+        ),
+        (
+            "proof signed by the thief's own key",
+            forged(
+                "a",
+                any.clone(),
+                sign_registration(&thief, CHAIN, &thief.address(), "a", &any),
+            ),
+        ),
+        (
+            "the agent's proof for another owner",
+            register(&agent, &owner, "a", any.clone()),
+        ),
+        (
+            "the agent's proof for another chain id",
+            forged("a", any.clone(), for_thief("aitbc-other", "a", &any)),
+        ),
+        (
+            "the agent's proof for other serves",
+            forged(
+                "a",
+                any.clone(),
+                for_thief(CHAIN, "a", &Serves::Providers(vec![thief.address()])),
+            ),
+        ),
+        (
+            "the agent's proof for another agent id",
+            forged("b", any.clone(), for_thief(CHAIN, "a", &any)),
+        ),
+    ];
+    for (what, action) in attempts {
+        let e = w.l.run(&thief, action).unwrap_err();
+        assert!(
+            e.contains("not signed by the agent key") && e.contains(&key.to_hex()),
+            "{what}: {e}"
+        );
+        assert!(w.l.agent(&key).is_none(), "{what}: the thief registered it");
+    }
+    // Nor can a thief take it over once the real owner has registered it.
+    w.l.run(&owner, register(&agent, &owner, "a", any.clone()))
+        .unwrap();
+    let e =
+        w.l.run(&thief, forged("a", any.clone(), Signature([0; 64])))
+            .unwrap_err();
+    assert!(e.contains("not signed by the agent key"), "{e}");
+    assert_eq!(w.l.agent(&key).unwrap().owner, owner.address());
+    w.l.check_conservation();
+}
+
+/// The owner holding the agent's proof registers it, even when a thief tries to get in first
+/// (same block, thief first); the record is exactly what the agent signed.
+#[test]
+fn hostile_owner_with_the_agents_proof_registers_it_ahead_of_a_thief() {
+    let mut w = world();
+    let (agent, owner, thief) = (w.agent.clone(), w.provider.clone(), w.stranger.clone());
+    let key = agent.public();
+    let serves = Serves::Providers(vec![owner.address()]);
+    let stolen = Action::RegisterAgent {
+        agent_key: key,
+        agent_id: "gpu-node-1".into(),
+        serves: Serves::AnyProvider,
+        proof: Signature([0; 64]),
+    };
+    let txs = [
+        w.l.sign(&thief, stolen),
+        w.l.sign(
+            &owner,
+            register(&agent, &owner, "gpu-node-1", serves.clone()),
+        ),
+    ];
+    let rs = w.l.block(&txs);
+    assert!(rs[0].error.is_some(), "the thief's registration applied");
+    assert_eq!(rs[1].error, None);
+    assert_eq!(
+        rs[1].events,
+        vec![aitbc_protocol::model::Event::AgentRegistered {
+            agent_key: key,
+            owner: owner.address(),
+        }]
+    );
+    let rec = w.l.agent(&key).unwrap();
+    assert_eq!(
+        (rec.owner, rec.agent_id.as_str(), &rec.serves),
+        (owner.address(), "gpu-node-1", &serves)
+    );
+    // The owner may re-register with a fresh proof (e.g. to change what it serves).
+    w.l.run(
+        &owner,
+        register(&agent, &owner, "gpu-node-1", Serves::AnyProvider),
+    )
+    .unwrap();
+    assert_eq!(w.l.agent(&key).unwrap().serves, Serves::AnyProvider);
 }
 
 #[test]
@@ -912,7 +1026,7 @@ proptest! {
         let mut refs: Vec<&Keypair> = keys.iter().collect();
         refs.push(&scheduler);
         let mut l = Ledger::new(&refs, &scheduler);
-        l.run(&keys[0], Action::RegisterAgent { agent_key: agent.public(), agent_id: "a".into(), serves: Serves::AnyProvider }).unwrap();
+        l.run(&keys[0], register(&agent, &keys[0], "a", Serves::AnyProvider)).unwrap();
         let (mut listings, mut bids, mut jobs): (Vec<String>, Vec<String>, Vec<String>) = (vec![], vec![], vec![]);
         let mut applied: Vec<SignedTransaction> = vec![];
         let pick = |v: &Vec<String>, i: usize| v.get(i % v.len().max(1)).cloned().unwrap_or_else(|| "none".into());

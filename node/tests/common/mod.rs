@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod peer;
+
 use aitbc_protocol::client::ChainClient;
 use aitbc_protocol::model::Genesis;
 use aitbc_protocol::Keypair;
@@ -27,6 +29,9 @@ pub struct TestNet {
     pub root: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
     pub genesis: Genesis,
+    /// Non-validator keys every node admits to its peer network (`--allow-peer`), besides the
+    /// listeners' own (tests add a hostile peer's key here before starting the nodes).
+    pub allow_peers: Vec<aitbc_protocol::PublicKey>,
 }
 
 impl TestNet {
@@ -78,6 +83,7 @@ impl TestNet {
             root,
             nodes,
             genesis,
+            allow_peers: vec![],
         }
     }
 
@@ -96,6 +102,13 @@ impl TestNet {
             .enumerate()
             .filter(|(j, _)| *j != i)
             .map(|(_, n)| format!("127.0.0.1:{}", n.p2p))
+            .collect();
+        let validators = self.genesis.validators.len();
+        let allowed: Vec<String> = self.nodes[validators.min(self.nodes.len())..]
+            .iter()
+            .map(|n| read_key(&n.key_file).public())
+            .chain(self.allow_peers.iter().copied())
+            .map(|k| k.to_string())
             .collect();
         let n = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
@@ -117,6 +130,7 @@ impl TestNet {
             .arg("--fault-file")
             .arg(&n.fault_file)
             .args(["--peer", &peers.join(",")])
+            .args(["--allow-peer", &allowed.join(",")])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

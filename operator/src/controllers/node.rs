@@ -189,8 +189,19 @@ fn quantities(m: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>
 }
 
 /// The StatefulSet of aitbc-node pods. Pods start in parallel (a BFT chain needs a quorum up
-/// before any pod can be ready) and roll one at a time, each waiting for /readyz.
-pub fn statefulset(node: &Node) -> StatefulSet {
+/// before any pod can be ready) and roll one at a time, each waiting for /readyz. `listeners`
+/// are the keys of the pods past the validators: every node admits them to its peer network
+/// (`--allow-peer`); any other non-validator key is refused.
+/// `--allow-peer K1,K2,…` for the listener keys (nothing when there are none).
+fn allow_peer_args(listeners: &[aitbc_protocol::PublicKey]) -> Vec<String> {
+    if listeners.is_empty() {
+        return vec![];
+    }
+    let keys: Vec<String> = listeners.iter().map(|k| k.to_string()).collect();
+    vec!["--allow-peer".into(), keys.join(",")]
+}
+
+pub fn statefulset(node: &Node, listeners: &[aitbc_protocol::PublicKey]) -> StatefulSet {
     let name = node.name_any();
     let spec = &node.spec;
     let n = replicas(spec);
@@ -227,6 +238,7 @@ pub fn statefulset(node: &Node) -> StatefulSet {
         "{name}-{{i}}.{}:{P2P_PORT}",
         peers_service_name(&name)
     )])
+    .chain(allow_peer_args(listeners))
     .collect();
     let container = Container {
         name: "node".into(),
@@ -638,7 +650,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Requeue> {
     }
     apply(&ctx, &ns, &peers_service(&node)).await?;
     apply(&ctx, &ns, &client_service(&node)).await?;
-    apply(&ctx, &ns, &statefulset(&node)).await?;
+    apply(&ctx, &ns, &statefulset(&node, &keys[validators.min(keys.len())..])).await?;
     apply(&ctx, &ns, &pdb(&node)).await?;
 
     let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
@@ -742,7 +754,8 @@ pub(crate) mod tests {
 
     #[test]
     fn statefulset_runs_aitbc_node_with_keys_genesis_probes_and_storage() {
-        let s = statefulset(&node(4, Some(5)));
+        let listener = aitbc_protocol::Keypair::generate().public();
+        let s = statefulset(&node(4, Some(5)), &[listener]);
         let spec = s.spec;
         assert_eq!(spec.replicas, Some(5));
         assert_eq!(spec.service_name.as_deref(), Some("aitbc-peers"));
@@ -765,8 +778,10 @@ pub(crate) mod tests {
             "--rpc-listen 0.0.0.0:9100 --p2p-listen 0.0.0.0:9200 --http-listen 0.0.0.0:9300"
         ));
         assert!(
-            args.ends_with("--peer-template aitbc-{i}.aitbc-peers:9200"),
-            "{args}"
+            args.ends_with(&format!(
+                "--peer-template aitbc-{{i}}.aitbc-peers:9200 --allow-peer {listener}"
+            )),
+            "the listener pod's key is admitted to the peer network: {args}"
         );
         let ready = c
             .readiness_probe
@@ -895,10 +910,10 @@ pub(crate) mod tests {
 
     #[test]
     fn image_and_scale_changes_roll_one_pod_at_a_time_under_the_same_pdb() {
-        let before = statefulset(&node(4, None));
+        let before = statefulset(&node(4, None), &[]);
         let mut changed = node(4, Some(5));
         changed.spec.image = Some("registry.example/aitbc-node:0.2.0".into());
-        let after = statefulset(&changed);
+        let after = statefulset(&changed, &[]);
         let c = &after.spec.template.spec.as_ref().unwrap().containers[0];
         assert_eq!(
             c.image.as_deref(),

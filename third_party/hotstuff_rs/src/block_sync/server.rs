@@ -33,7 +33,7 @@
 //! broadcasting [`BlockSyncAdvertiseMessage`]s.
 
 use std::{
-    cmp::max,
+    cmp::min,
     sync::mpsc::{Receiver, Sender, TryRecvError},
     thread::{self, JoinHandle},
     time::{Duration, Instant, SystemTime},
@@ -42,10 +42,17 @@ use std::{
 use ed25519_dalek::VerifyingKey;
 
 use crate::{
-    block_tree::{accessors::public::BlockTreeCamera, pluggables::KVStore},
+    block_tree::{
+        accessors::{
+            internal::BlockTreeError,
+            public::{BlockTreeCamera, BlockTreeSnapshot},
+        },
+        pluggables::{KVGet, KVStore},
+    },
     events::{Event, ReceiveSyncRequestEvent, SendSyncResponseEvent},
     networking::{network::Network, receiving::BlockSyncServerStub, sending::SenderHandle},
     types::{
+        block::Block,
         crypto_primitives::Keypair,
         data_types::{BlockHeight, ChainID},
     },
@@ -118,9 +125,11 @@ impl<N: Network + 'static, K: KVStore> BlockSyncServer<N, K> {
 
                 // Get, from the block tree, the blocks and the PC that will be used to form the Block Sync Response.
                 let bt_snapshot = self.block_tree_camera.snapshot();
-                let blocks_res = bt_snapshot.blocks_from_height_to_newest(
+                let blocks_res = sync_response_blocks(
+                    &bt_snapshot,
                     start_height,
-                    max(limit, self.config.request_limit),
+                    limit,
+                    self.config.request_limit,
                 );
                 let highest_pc_res = bt_snapshot.highest_pc();
 
@@ -193,6 +202,20 @@ impl<N: Network + 'static, K: KVStore> BlockSyncServer<N, K> {
     }
 }
 
+/// The blocks answering a sync request from `start_height`: at most `min(requested, configured)`.
+///
+/// AITBC patch: upstream answered `max(requested, configured)` blocks, so a peer asking for
+/// `u32::MAX` blocks got the whole chain in one response (and, with the pre-allocation in
+/// `blocks_from_height_to_newest`, aborted the process). See third_party/README.md.
+pub(crate) fn sync_response_blocks<S: KVGet>(
+    snapshot: &BlockTreeSnapshot<S>,
+    start_height: BlockHeight,
+    requested: u32,
+    configured: u32,
+) -> Result<Vec<Block>, BlockTreeError> {
+    snapshot.blocks_from_height_to_newest(start_height, min(requested, configured))
+}
+
 /// Parameters that are used to configure the behaviour of the Block Sync Server. These should not
 /// change after the server starts.
 pub(crate) struct BlockSyncServerConfiguration {
@@ -207,4 +230,27 @@ pub(crate) struct BlockSyncServerConfiguration {
 
     /// How often the sync server should broadcast [`BlockSyncAdvertiseMessage`]s.
     pub(crate) advertise_time: Duration,
+}
+
+/// AITBC patch: the response size is the smaller of the request's and the configured limit.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block_tree::accessors::public::tests::committed_chain;
+
+    #[test]
+    fn hostile_sync_request_limit_is_capped_by_the_configured_limit() {
+        let snapshot = committed_chain(40);
+        // A hostile peer asks for everything: it gets the configured number of blocks.
+        let blocks = sync_response_blocks(&snapshot, BlockHeight::new(0), u32::MAX, 16).unwrap();
+        assert_eq!(blocks.len(), 16);
+        assert_eq!(blocks[15].height, BlockHeight::new(15));
+        // A smaller request is answered with what it asked for.
+        let blocks = sync_response_blocks(&snapshot, BlockHeight::new(30), 4, 16).unwrap();
+        assert_eq!(blocks.len(), 4);
+        assert_eq!(blocks[0].height, BlockHeight::new(30));
+        // Near the tip it gets what there is.
+        let blocks = sync_response_blocks(&snapshot, BlockHeight::new(35), u32::MAX, 16).unwrap();
+        assert_eq!(blocks.len(), 5);
+    }
 }

@@ -483,10 +483,12 @@ impl<N: Network> HotStuff<N> {
                     vote_phase,
                 );
                 let vote_recipient = phase_vote_recipient(&phase_vote, &validator_set_state);
+                // AITBC patch: record the vote (durably, with a syncing KVStore) before it leaves,
+                // so a replica that crashes right after voting cannot vote again in this view.
+                block_tree.set_highest_view_phase_voted(self.view_info.view)?;
                 self.sender_handle
                     .send::<HotStuffMessage>(vote_recipient, phase_vote.clone().into());
 
-                block_tree.set_highest_view_phase_voted(self.view_info.view)?;
                 Event::PhaseVote(PhaseVoteEvent {
                     timestamp: SystemTime::now(),
                     vote: phase_vote.clone(),
@@ -746,10 +748,11 @@ impl<N: Network> HotStuff<N> {
                 vote_phase,
             );
             let vote_recipient = phase_vote_recipient(&vote, &validator_set_state);
+            // AITBC patch: record the vote before it leaves (see above).
+            block_tree.set_highest_view_phase_voted(self.view_info.view)?;
             self.sender_handle
                 .send::<HotStuffMessage>(vote_recipient, vote.clone().into());
 
-            block_tree.set_highest_view_phase_voted(self.view_info.view)?;
             Event::PhaseVote(PhaseVoteEvent {
                 timestamp: SystemTime::now(),
                 vote: vote.clone(),

@@ -15,6 +15,10 @@ use super::super::pluggables::{KVGet, KVStore};
 
 use super::internal::BlockTreeError;
 
+/// (AITBC patch) At most this many blocks are pre-allocated for a sync response, whatever the
+/// requested limit.
+const SYNC_PREALLOCATE_MAX: usize = 64;
+
 /// A factory for [`BlockTreeSnapshot`]s.
 #[derive(Clone)]
 pub struct BlockTreeCamera<K: KVStore>(K);
@@ -48,7 +52,10 @@ impl<S: KVGet> BlockTreeSnapshot<S> {
         height: BlockHeight,
         limit: u32,
     ) -> Result<Vec<Block>, BlockTreeError> {
-        let mut res = Vec::with_capacity(limit as usize);
+        // AITBC patch: `limit` comes from a peer's request; never pre-allocate from it (upstream's
+        // `Vec::with_capacity(limit)` aborted the process on `limit = u32::MAX`). The block sync
+        // server also caps it by its configured limit (see third_party/README.md).
+        let mut res = Vec::with_capacity((limit as usize).min(SYNC_PREALLOCATE_MAX));
 
         // Get committed blocks starting from the specified height.
         let mut cursor = height;
@@ -232,5 +239,89 @@ impl<S: KVGet> BlockTreeSnapshot<S> {
 
     pub fn highest_view_voted(&self) -> Result<Option<ViewNumber>, BlockTreeError> {
         Ok(self.0.highest_view_phase_voted()?)
+    }
+}
+
+/// AITBC patch: tests of `blocks_from_height_to_newest` with hostile limits, and a block tree
+/// fixture for the block sync server's tests.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::block_tree::variables;
+    use crate::block_tree::{accessors::internal::BlockTreeWriteBatch, pluggables::WriteBatch};
+    use borsh::BorshSerialize;
+    use std::collections::HashMap;
+
+    /// A key-value map with `n` committed blocks at heights 0..n (no speculative blocks).
+    pub(crate) struct TestMap(HashMap<Vec<u8>, Vec<u8>>);
+
+    impl KVGet for TestMap {
+        fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+            self.0.get(key).cloned()
+        }
+    }
+
+    struct TestBatch(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+    impl WriteBatch for TestBatch {
+        fn new() -> Self {
+            TestBatch(Vec::new())
+        }
+        fn set(&mut self, key: &[u8], value: &[u8]) {
+            self.0.push((key.to_vec(), Some(value.to_vec())));
+        }
+        fn delete(&mut self, key: &[u8]) {
+            self.0.push((key.to_vec(), None));
+        }
+    }
+
+    pub(crate) fn committed_chain(n: u64) -> BlockTreeSnapshot<TestMap> {
+        let mut wb = BlockTreeWriteBatch::<TestBatch>::new();
+        let mut last = None;
+        for h in 0..n {
+            let block = Block::new(
+                BlockHeight::new(h),
+                PhaseCertificate::genesis_pc(),
+                CryptoHash::new([h as u8; 32]),
+                Data::new(vec![Datum::new(vec![h as u8])]),
+            );
+            wb.set_block(&block).unwrap();
+            wb.set_block_at_height(block.height, &block.hash).unwrap();
+            last = Some(block.hash);
+        }
+        let mut map = HashMap::new();
+        for (k, v) in wb.0 .0 {
+            match v {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+        }
+        if let Some(last) = last {
+            map.insert(
+                variables::HIGHEST_COMMITTED_BLOCK.to_vec(),
+                last.try_to_vec().unwrap(),
+            );
+        }
+        BlockTreeSnapshot::new(TestMap(map))
+    }
+
+    #[test]
+    fn hostile_sync_limit_is_not_preallocated() {
+        let snapshot = committed_chain(20);
+        // Upstream allocated capacity for u32::MAX blocks here and aborted.
+        let blocks = snapshot
+            .blocks_from_height_to_newest(BlockHeight::new(0), u32::MAX)
+            .unwrap();
+        assert_eq!(blocks.len(), 20);
+        assert!(blocks
+            .iter()
+            .enumerate()
+            .all(|(i, b)| b.height == BlockHeight::new(i as u64)));
+        // A smaller limit still stops at the limit.
+        let blocks = snapshot
+            .blocks_from_height_to_newest(BlockHeight::new(5), 3)
+            .unwrap();
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks[0].height, BlockHeight::new(5));
     }
 }
