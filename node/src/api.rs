@@ -2,6 +2,7 @@
 
 use crate::chain::{Chain, CommittedBlock};
 use crate::index::HistoryPosition;
+use crate::ledger::state::BalanceTotals;
 use crate::ledger::{self, apply_block, keys, BlockContext, TxError};
 use crate::mempool::{MempoolError, SenderState};
 use crate::metrics::NodeMetrics;
@@ -161,6 +162,34 @@ fn parse_history_token(t: &str) -> Result<Option<HistoryPosition>, Status> {
     Ok(Some((height, index)))
 }
 
+/// The supply audit from the balance total every block keeps (`ledger::state::BalanceTotals`):
+/// two reads. `None` on a chain that keeps no such total (older genesis), or when commits kept
+/// landing between the reads.
+fn supply_from_totals(chain: &Chain) -> Option<pb::SupplyInfo> {
+    for _ in 0..3 {
+        let height = chain.committed_height();
+        let totals: Totals = chain.read(keys::TOTALS).unwrap_or_default();
+        let kept: BalanceTotals = chain.read(keys::BALANCES)?;
+        if chain.committed_height() != height {
+            continue;
+        }
+        let sum = kept
+            .balances
+            .checked_add(totals.escrowed)
+            .and_then(|s| s.checked_add(totals.burned));
+        return Some(pb::SupplyInfo {
+            genesis_supply: totals.genesis_supply.to_string(),
+            balances: kept.balances.to_string(),
+            escrowed: totals.escrowed.to_string(),
+            burned: totals.burned.to_string(),
+            conserved: sum == Some(totals.genesis_supply),
+            height: height.unwrap_or(0),
+            accounts: kept.accounts,
+        });
+    }
+    None
+}
+
 /// The supply audit: every account's balance added up, against the ledger's totals.
 fn audit_supply(chain: &Chain) -> pb::SupplyInfo {
     let height = chain.committed_height();
@@ -279,7 +308,7 @@ fn tx_error_status(e: &TxError) -> Status {
         | TxError::UnknownBid(_)
         | TxError::UnknownJob(_)
         | TxError::UnknownAgent(_) => Status::not_found(e.to_string()),
-        TxError::NotAllowed(_) => Status::permission_denied(e.to_string()),
+        TxError::NotAllowed(_) | TxError::BadAgentProof(_) => Status::permission_denied(e.to_string()),
         TxError::Corrupt(_) => Status::internal(e.to_string()),
         _ => Status::failed_precondition(e.to_string()),
     }
@@ -825,7 +854,10 @@ impl ChainApi for ChainService {
         &self,
         _: Request<pb::GetSupplyRequest>,
     ) -> Result<Response<pb::SupplyInfo>, Status> {
-        // See `SupplyCache`: at most one audit per committed height.
+        if let Some(info) = supply_from_totals(&self.chain) {
+            return Ok(Response::new(info));
+        }
+        // A chain without a kept total: see `SupplyCache`, at most one scan per committed height.
         let height = self.chain.committed_height();
         let mut cached = self.supply.clone().lock_owned().await;
         if let Some((at, info)) = &*cached {

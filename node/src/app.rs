@@ -234,7 +234,9 @@ impl LedgerApp {
                 count = dropped.len(),
                 "leaving transactions that fail the envelope check out of the proposal"
             );
-            self.metrics.proposal_txs_dropped.inc_by(dropped.len() as u64);
+            self.metrics
+                .proposal_txs_dropped
+                .inc_by(dropped.len() as u64);
             self.mempool.remove(&dropped);
             let mut failing = failing.into_iter().peekable();
             let mut i = 0;

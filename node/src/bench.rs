@@ -339,4 +339,3 @@ pub async fn run_rate(
         p99_ms: percentile(&lat, 0.99),
     })
 }
-

@@ -283,11 +283,10 @@ impl Chain {
             // Queued for the index before its transactions leave the mempool: a status query
             // finds each transaction in one or the other.
             self.index.push(b.clone());
-            self.mempool.remove_committed(
-                &b.contents.txs,
-                &b.contents.tx_hashes,
-                |a| self.account(a).nonce,
-            );
+            self.mempool
+                .remove_committed(&b.contents.txs, &b.contents.tx_hashes, |a| {
+                    self.account(a).nonce
+                });
             let _ = self.feed.send(b);
             next += 1;
             self.published.store(next, Ordering::SeqCst);

@@ -337,7 +337,10 @@ mod tests {
             vec![k]
         );
         let e = parse_peer_keys(vec!["nothex".into()]).unwrap_err();
-        assert!(format!("{e:#}").contains("--allow-peer \"nothex\""), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("--allow-peer \"nothex\""),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl NodeConfig {
     /// must survive a power loss before it is sent, or the validator could vote twice in a
     /// view), on request on a listener (which re-syncs what it lost from peers).
     pub fn durable(&self) -> bool {
-        let validator = self.genesis.validators.iter().any(|v| v.key == self.key.public());
+        let validator = self
+            .genesis
+            .validators
+            .iter()
+            .any(|v| v.key == self.key.public());
         (validator && !self.unsafe_no_fsync) || self.sync_writes
     }
 }

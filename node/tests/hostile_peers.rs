@@ -42,23 +42,33 @@ async fn hostile_strangers_are_refused_at_hello_and_handshakes_cannot_be_replaye
     let stranger = Keypair::generate();
     for expect in ["neither a validator", "refused recently"] {
         let hello = peer::hello(&stranger.public(), &Hello::fresh(&chain_id));
-        let err = Conn::open(p2p, hello).await.err().expect("a stranger must be refused");
+        let err = Conn::open(p2p, hello)
+            .await
+            .err()
+            .expect("a stranger must be refused");
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
         assert!(err.message().contains(expect), "{}", err.message());
     }
     assert!(peer::metric(http, "aitbc_node_peers_refused_total").await >= 2.0);
 
     // The allowed listener completes the handshake and receives consensus traffic.
-    let (mut conn, node_key, _, old_auth) = peer::handshake(p2p, &listener, &chain_id).await.unwrap();
+    let (mut conn, node_key, _, old_auth) =
+        peer::handshake(p2p, &listener, &chain_id).await.unwrap();
     assert!(conn.receives_consensus(Duration::from_secs(10)).await);
     drop(conn);
 
     // Replaying the listener's AUTH in a new handshake: the node's nonce is fresh, so the old
     // proof does not match it and the node closes the stream without admitting us.
-    let mut replay = Conn::open(p2p, peer::hello(&listener.public(), &Hello::fresh(&chain_id)))
+    let mut replay = Conn::open(
+        p2p,
+        peer::hello(&listener.public(), &Hello::fresh(&chain_id)),
+    )
+    .await
+    .unwrap();
+    replay
+        .next(Duration::from_secs(5))
         .await
-        .unwrap();
-    replay.next(Duration::from_secs(5)).await.expect("the node's HELLO");
+        .expect("the node's HELLO");
     replay.out.send(old_auth).await.unwrap();
     assert!(!replay.receives_consensus(Duration::from_secs(8)).await);
 
@@ -98,7 +108,12 @@ async fn hostile_admitted_listener_cannot_vote_forge_or_ask_for_unbounded_sync()
     for i in 0..20u8 {
         let progress = [vec![0u8], vec![i; 99]].concat();
         conn.out
-            .send(peer::signed(&listener, &chain_id, Kind::Consensus, progress))
+            .send(peer::signed(
+                &listener,
+                &chain_id,
+                Kind::Consensus,
+                progress,
+            ))
             .await
             .unwrap();
         let sync_like = vec![1u8; 100];

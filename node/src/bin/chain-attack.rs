@@ -44,7 +44,9 @@ enum Attack {
 }
 
 #[derive(Parser, Debug)]
-#[command(about = "Honest throughput and latency on local validators beside hostile peers and clients")]
+#[command(
+    about = "Honest throughput and latency on local validators beside hostile peers and clients"
+)]
 struct Args {
     #[arg(long, default_value_t = 4)]
     validators: usize,
@@ -231,7 +233,12 @@ async fn mempool_spam(t: Target, funded: Vec<Keypair>) {
             txs.push(transfer(u, &t.chain_id, round, 0));
             let f = &funded[(i as usize) % funded.len()];
             // Behind a gap (nonce 0 is never sent) and far ahead.
-            txs.push(transfer(f, &t.chain_id, 1 + (round * 250 + i) % 60, min_fee));
+            txs.push(transfer(
+                f,
+                &t.chain_id,
+                1 + (round * 250 + i) % 60,
+                min_fee,
+            ));
             txs.push(transfer(f, &t.chain_id, 10_000 + round * 250 + i, min_fee));
         }
         let n = clients.len();
@@ -300,7 +307,8 @@ async fn api_flood(t: Target) {
                         .await
                         .is_ok();
                     t.tally.sent(3);
-                    t.tally.refused([ok, supply, search].iter().filter(|x| !**x).count() as u64);
+                    t.tally
+                        .refused([ok, supply, search].iter().filter(|x| !**x).count() as u64);
                 }
             }));
         }
@@ -327,7 +335,11 @@ struct Scenario {
     refused: u64,
 }
 
-async fn run_scenario(args: &Args, bin: &PathBuf, attack: Option<Attack>) -> Result<Scenario> {
+async fn run_scenario(
+    args: &Args,
+    bin: &std::path::Path,
+    attack: Option<Attack>,
+) -> Result<Scenario> {
     let listeners: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
     let allow: Vec<String> = listeners.iter().map(|k| k.public().to_string()).collect();
     let extra = vec!["--allow-peer".to_string(), allow.join(",")];

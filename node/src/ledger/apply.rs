@@ -4,7 +4,7 @@
 
 use super::keys;
 use super::params::ChainParams;
-use super::state::{CorruptState, Overlay, StateRead, Writes};
+use super::state::{BalanceTotals, CorruptState, Overlay, StateRead, Writes};
 use aitbc_protocol::crypto::verify_batch;
 use aitbc_protocol::hash::merkle_root;
 use aitbc_protocol::model::{
@@ -124,6 +124,12 @@ pub fn apply_block_with_hashes<S: StateRead + ?Sized>(
     // them off the consensus path (`crate::index`).
     if !receipts.is_empty() {
         ov.write(keys::block_receipts(ctx.height), &receipts);
+    }
+    if let Some(before) = ov.read::<BalanceTotals>(keys::BALANCES)? {
+        let after = ov.balance_totals(before)?;
+        if after != before {
+            ov.write(keys::BALANCES.to_vec(), &after);
+        }
     }
     let tx_root = merkle_root(&hashes);
     let prev_root: Hash = ov.read(keys::STATE_ROOT)?.unwrap_or_default();

@@ -73,6 +73,11 @@ pub fn initial_state(g: &Genesis) -> Result<Writes, GenesisError> {
         ..Default::default()
     };
     w.insert(keys::TOTALS.to_vec(), encoded(&totals));
+    let balances = super::state::BalanceTotals {
+        balances: totals.genesis_supply,
+        accounts: g.allocations.len() as u64,
+    };
+    w.insert(keys::BALANCES.to_vec(), encoded(&balances));
     let params = ChainParams::from_genesis(g);
     w.insert(keys::PARAMS.to_vec(), encoded(&params));
     let root = genesis_hash(g);

@@ -10,6 +10,9 @@ pub const AGENT: &[u8] = b"g/";
 /// `r/HEIGHT(be)` -> the block's receipts, in transaction order (one value per block).
 pub const BLOCK_RECEIPTS: &[u8] = b"r/";
 pub const TOTALS: &[u8] = b"m/totals";
+/// Sum of all account balances and the number of accounts, kept by every block (chains made
+/// before it existed lack it; see `ledger::state::BalanceTotals`).
+pub const BALANCES: &[u8] = b"m/balances";
 pub const PARAMS: &[u8] = b"m/params";
 pub const STATE_ROOT: &[u8] = b"m/state_root";
 

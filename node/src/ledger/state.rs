@@ -3,9 +3,21 @@
 
 use super::keys;
 use aitbc_protocol::model::{Account, AgentRecord, Bid, Job, Listing, Totals};
-use aitbc_protocol::{Address, PublicKey};
+use aitbc_protocol::{Address, Amount, PublicKey};
 use borsh::{BorshDeserialize, BorshSerialize};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+
+/// The sum of every account's balance and how many accounts there are, kept incrementally by
+/// [`Overlay::balance_totals`] at the end of each block, so that the supply audit is one read
+/// instead of a scan of every account. A chain whose genesis predates it has no such value and
+/// keeps none (every validator agrees on that); its audit scans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[borsh(crate = "borsh")]
+pub struct BalanceTotals {
+    pub balances: Amount,
+    pub accounts: u64,
+}
 
 /// Read access to a consistent version of the ledger state.
 pub trait StateRead {
@@ -33,6 +45,9 @@ pub struct Overlay<'a, S: StateRead + ?Sized> {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Undo log of the open checkpoint: each key's entry in `writes` before its first change.
     journal: Option<Vec<UndoEntry>>,
+    /// Balance of each account as the base state holds it (`None`: no account), recorded on
+    /// its first read, for [`Self::balance_totals`].
+    base_balances: RefCell<BTreeMap<Vec<u8>, Option<Amount>>>,
 }
 
 /// A key and its entry in the overlay's writes before the first change since the checkpoint
@@ -50,6 +65,7 @@ impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
             base,
             writes: BTreeMap::new(),
             journal: None,
+            base_balances: RefCell::new(BTreeMap::new()),
         }
     }
     pub fn into_writes(self) -> Writes {
@@ -94,7 +110,56 @@ impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     }
 
     pub fn account(&self, a: &Address) -> Result<Account, CorruptState> {
-        Ok(self.read(&keys::account(a))?.unwrap_or_default())
+        let key = keys::account(a);
+        if let Some(v) = self.writes.get(&key) {
+            return Ok(decode::<Account>(&key, v.clone())?.unwrap_or_default());
+        }
+        let acct: Option<Account> = decode(&key, self.base.get(&key))?;
+        self.base_balances
+            .borrow_mut()
+            .entry(key)
+            .or_insert(acct.as_ref().map(|x| x.balance));
+        Ok(acct.unwrap_or_default())
+    }
+
+    /// `before` updated by this overlay's account writes: each written account's balance now
+    /// minus what the base state held (read once more only for an account written unread).
+    pub fn balance_totals(&self, before: BalanceTotals) -> Result<BalanceTotals, CorruptState> {
+        let corrupt = |reason: &str| CorruptState {
+            key: String::from_utf8_lossy(keys::BALANCES).into_owned(),
+            reason: reason.into(),
+        };
+        let (mut added, mut removed) = (0u128, 0u128);
+        let mut accounts = before.accounts as i128;
+        let base = self.base_balances.borrow();
+        let prefix = keys::ACCOUNT;
+        for (k, v) in self.writes.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let now: Option<Account> = decode(k, v.clone())?;
+            let was = match base.get(k) {
+                Some(b) => *b,
+                None => decode::<Account>(k, self.base.get(k))?.map(|x| x.balance),
+            };
+            added = added
+                .checked_add(now.as_ref().map_or(0, |x| x.balance.0))
+                .ok_or_else(|| corrupt("balance total overflows"))?;
+            removed = removed
+                .checked_add(was.map_or(0, |x| x.0))
+                .ok_or_else(|| corrupt("balance total overflows"))?;
+            accounts += now.is_some() as i128 - was.is_some() as i128;
+        }
+        let balances = before
+            .balances
+            .0
+            .checked_add(added)
+            .and_then(|b| b.checked_sub(removed))
+            .ok_or_else(|| corrupt("balance total out of range"))?;
+        Ok(BalanceTotals {
+            balances: Amount(balances),
+            accounts: u64::try_from(accounts).map_err(|_| corrupt("negative account count"))?,
+        })
     }
     pub fn put_account(&mut self, a: &Address, acct: &Account) {
         self.write(keys::account(a), acct)

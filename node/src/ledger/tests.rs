@@ -171,6 +171,17 @@ impl Ledger {
             .checked_add(t.burned)
             .unwrap();
         assert_eq!(sum, t.genesis_supply, "supply not conserved");
+        let accounts = self
+            .state
+            .keys()
+            .filter(|k| k.starts_with(keys::ACCOUNT))
+            .count() as u64;
+        let kept: crate::ledger::state::BalanceTotals = self.get(keys::BALANCES).unwrap();
+        assert_eq!(
+            (kept.balances, kept.accounts),
+            (balances, accounts),
+            "the balance total every block keeps disagrees with a scan of the accounts"
+        );
     }
 }
 
@@ -1014,6 +1025,49 @@ fn step() -> impl Strategy<Value = Step> {
         (0usize..64).prop_map(|index| Step::Replay { index }),
         Just(Step::Empty),
     ]
+}
+
+#[test]
+fn hostile_envelope_failures_are_listed_for_consensus_to_refuse() {
+    let a = Keypair::generate();
+    let scheduler = Keypair::generate();
+    let mut l = Ledger::new(&[&a], &scheduler);
+    // Spends all but one fee, so the next cannot pay its own fee; a third from a stranger with
+    // nothing at all; a valid one after them still applies.
+    let balance = l.account(&a.address()).balance;
+    let drain = l.sign(
+        &a,
+        Action::Transfer {
+            to: scheduler.address(),
+            amount: Amount(balance.0 - 10),
+        },
+    );
+    let free_rider = l.sign(
+        &a,
+        Action::Transfer {
+            to: scheduler.address(),
+            amount: Amount(1),
+        },
+    );
+    let stranger = Keypair::generate();
+    let broke = l.sign(
+        &stranger,
+        Action::Transfer {
+            to: a.address(),
+            amount: Amount(1),
+        },
+    );
+    let ctx = BlockContext {
+        height: 1,
+        time_ms: 100,
+        proposer: l.proposer.public(),
+        params: &l.params,
+        verified: None,
+    };
+    let out = apply_block(&l.state, &ctx, &[drain, free_rider, broke]).unwrap();
+    assert_eq!(out.envelope_rejected, vec![1, 2]);
+    assert!(out.receipts[0].error.is_none());
+    assert!(out.receipts[1..].iter().all(|r| r.fee_paid.is_zero()));
 }
 
 proptest! {

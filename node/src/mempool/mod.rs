@@ -74,7 +74,9 @@ pub enum MempoolError {
     NonceGap { next: u64, got: u64, window: u64 },
     #[error("this sender already has {0} transactions pending; wait for some to commit")]
     SenderFull(usize),
-    #[error("{0} transactions are already waiting behind nonce gaps; send the missing nonces first")]
+    #[error(
+        "{0} transactions are already waiting behind nonce gaps; send the missing nonces first"
+    )]
     QueuedFull(usize),
     #[error("balance {balance} AIT cannot pay the fees of this sender's pending transactions ({pending} AIT) and this one ({fee} AIT)")]
     FeesUnaffordable {

@@ -72,7 +72,10 @@ impl SenderQueue {
 
     /// The nonces waiting behind a gap.
     pub fn queued_nonces(&self) -> Vec<u64> {
-        self.nonces.range(self.ready_end..).map(|(n, _)| *n).collect()
+        self.nonces
+            .range(self.ready_end..)
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// The sender's next nonce counting its consecutive pending transactions from `committed`.

@@ -42,7 +42,10 @@ fn aged_selection_skips_what_just_arrived() {
     m.insert(stx, h, rich(0)).unwrap();
     let long = Duration::from_secs(3600);
     assert!(m.select_aged(10, usize::MAX, long, |_| 0).is_empty());
-    assert_eq!(m.select_aged(10, usize::MAX, Duration::ZERO, |_| 0).len(), 1);
+    assert_eq!(
+        m.select_aged(10, usize::MAX, Duration::ZERO, |_| 0).len(),
+        1
+    );
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(
         m.select_aged(10, usize::MAX, Duration::from_millis(5), |_| 0)
@@ -177,7 +180,10 @@ fn a_commit_elsewhere_makes_what_waited_behind_it_executable() {
     let (t0, h0) = tx(&k, 0);
     m.remove_committed(&[t0], &[h0], |_| 1);
     assert_eq!(m.queued(), 0, "nonce 1 is executable now");
-    assert_eq!(m.expire_queued(Instant::now() + Duration::from_secs(3600)), 0);
+    assert_eq!(
+        m.expire_queued(Instant::now() + Duration::from_secs(3600)),
+        0
+    );
     assert!(m.contains(&h1));
 }
 
@@ -191,7 +197,10 @@ fn hostile_filling_the_gap_makes_queued_transactions_executable() {
     let (t, h) = tx(&k, 0);
     m.insert(t, h, rich(0)).unwrap();
     assert_eq!(m.queued(), 0);
-    assert_eq!(m.expire_queued(Instant::now() + Duration::from_secs(3600)), 0);
+    assert_eq!(
+        m.expire_queued(Instant::now() + Duration::from_secs(3600)),
+        0
+    );
 }
 
 #[test]
@@ -282,8 +291,15 @@ fn hostile_the_byte_budget_bounds_memory() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert { sender: usize, nonce: u64, fee: u128 },
-    Commit { sender: usize, upto: u64 },
+    Insert {
+        sender: usize,
+        nonce: u64,
+        fee: u128,
+    },
+    Commit {
+        sender: usize,
+        upto: u64,
+    },
     Expire,
 }
 
@@ -306,7 +322,11 @@ fn check_invariants(m: &Mempool) {
         inner.by_hash.values().map(|e| e.bytes).sum::<usize>()
     );
     let held: usize = inner.by_sender.values().map(|q| q.nonces.len()).sum();
-    assert_eq!(held, inner.by_hash.len(), "every entry in exactly one queue");
+    assert_eq!(
+        held,
+        inner.by_hash.len(),
+        "every entry in exactly one queue"
+    );
     let queued: usize = inner.by_sender.values().map(|q| q.queued()).sum();
     assert_eq!(queued, inner.queued);
     assert!(inner.queued <= l.max_queued);
@@ -348,7 +368,9 @@ proptest! {
                     let _ = m.insert(t, h, SenderState { nonce: committed[sender], balance: Amount(40) });
                 }
                 Op::Commit { sender, upto } => {
-                    committed[sender] = committed[sender].max(upto);
+                    // A block commits the sender's nonce `upto` (and so every nonce below it).
+                    let upto = committed[sender] + upto;
+                    committed[sender] = upto + 1;
                     let (t, h) = tx(&keys[sender], upto);
                     m.remove_committed(&[t], &[h], |a| {
                         keys.iter().position(|k| k.address() == *a).map_or(0, |i| committed[i])

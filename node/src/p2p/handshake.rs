@@ -92,8 +92,16 @@ mod tests {
     fn hello_round_trips_and_refuses_junk() {
         let h = Hello::fresh("aitbc-test");
         assert_eq!(Hello::decode(&h.encode()), Some(h.clone()));
-        assert_ne!(Hello::fresh("aitbc-test").nonce, h.nonce, "nonces are fresh");
-        assert_eq!(Hello::decode(&[0; 8]), None, "too short (the old timestamp HELLO)");
+        assert_ne!(
+            Hello::fresh("aitbc-test").nonce,
+            h.nonce,
+            "nonces are fresh"
+        );
+        assert_eq!(
+            Hello::decode(&[0; 8]),
+            None,
+            "too short (the old timestamp HELLO)"
+        );
         assert_eq!(Hello::decode(&vec![0; NONCE_LEN + 1000]), None);
         let mut bad = h.nonce.to_vec();
         bad.push(0xff);

@@ -155,6 +155,10 @@ mod tests {
         .map(|e| e.payload.len())
         .collect();
         assert_eq!(sizes[0], 1);
-        assert_eq!(&sizes[1..], &[3, 2], "the consensus message overtakes queued gossip");
+        assert_eq!(
+            &sizes[1..],
+            &[3, 2],
+            "the consensus message overtakes queued gossip"
+        );
     }
 }

@@ -16,19 +16,19 @@ use crate::metrics::NodeMetrics;
 use aitbc_protocol::{Keypair, PublicKey};
 use borsh010::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::{Verifier, VerifyingKey};
+use handshake::{proof_bytes, Hello, Side};
 use hotstuff_rs::networking::messages::Message;
 use hotstuff_rs::networking::network::Network;
 use hotstuff_rs::types::{update_sets::ValidatorSetUpdates, validator_set::ValidatorSet};
+use lanes::{Lane, Lanes, PushError};
 use parking_lot::{Mutex, RwLock};
+use policy::PeerPolicy;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use handshake::{proof_bytes, Hello, Side};
-use policy::PeerPolicy;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use lanes::{Lane, Lanes, PushError};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -272,7 +272,10 @@ impl PeerNetwork {
         let boxes = self.shared.outboxes.read();
         let mut env = Some(env);
         for ob in boxes.get(to).into_iter().flatten() {
-            match ob.lanes.try_push(env.take().expect("envelope present"), lane) {
+            match ob
+                .lanes
+                .try_push(env.take().expect("envelope present"), lane)
+            {
                 Ok(()) => return,
                 Err(PushError::Full) => break,
                 Err(PushError::Closed(e)) => env = Some(e),
@@ -415,7 +418,11 @@ impl PeerNetwork {
     }
 
     /// Dialer, step 3: the acceptor's key has a role here and it signed our nonce.
-    fn check_acceptor_hello(&self, env: &Envelope, mine: &Hello) -> Result<(PublicKey, Hello), DialError> {
+    fn check_acceptor_hello(
+        &self,
+        env: &Envelope,
+        mine: &Hello,
+    ) -> Result<(PublicKey, Hello), DialError> {
         let (key, theirs) = self
             .parse_hello(env)
             .ok_or_else(|| DialError::Failed("the peer sent no valid HELLO".into()))?;
@@ -616,7 +623,9 @@ impl PeerNetwork {
             return Err(DialError::Failed("connection closed".into()));
         }
         let Some(id) = self.register(&key, lanes) else {
-            return Err(DialError::Failed(format!("already {MAX_CONNECTIONS_PER_PEER} connections to {key}")));
+            return Err(DialError::Failed(format!(
+                "already {MAX_CONNECTIONS_PER_PEER} connections to {key}"
+            )));
         };
         tracing::info!(peer = %addr, key = %key, "connected to peer");
         self.pump(key, inbound).await;

@@ -148,7 +148,14 @@ pub async fn handshake(
         node_key.verify(&proof, &sig).is_ok(),
         "the node's HELLO does not prove its key on our nonce"
     );
-    let a = auth(key, &key.public(), chain_id, &node_key, &theirs.nonce, &mine.nonce);
+    let a = auth(
+        key,
+        &key.public(),
+        chain_id,
+        &node_key,
+        &theirs.nonce,
+        &mine.nonce,
+    );
     conn.out
         .send(a.clone())
         .await

@@ -650,7 +650,12 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Requeue> {
     }
     apply(&ctx, &ns, &peers_service(&node)).await?;
     apply(&ctx, &ns, &client_service(&node)).await?;
-    apply(&ctx, &ns, &statefulset(&node, &keys[validators.min(keys.len())..])).await?;
+    apply(
+        &ctx,
+        &ns,
+        &statefulset(&node, &keys[validators.min(keys.len())..]),
+    )
+    .await?;
     apply(&ctx, &ns, &pdb(&node)).await?;
 
     let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
