@@ -365,3 +365,55 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         _replica: replica,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aitbc_protocol::model::GenesisValidator;
+    use aitbc_protocol::Amount;
+
+    fn config(validator: &Keypair, me: &Keypair) -> NodeConfig {
+        NodeConfig {
+            genesis: Genesis {
+                chain_id: "c".into(),
+                genesis_time_ms: 0,
+                block_time_ms: 100,
+                min_fee: Amount(1),
+                marketplace_fee_bps: 0,
+                default_job_deadline_blocks: 10,
+                schedulers: vec![],
+                allocations: vec![],
+                validators: vec![GenesisValidator {
+                    name: "v0".into(),
+                    key: validator.public(),
+                    power: 1,
+                }],
+            },
+            key: me.clone(),
+            data_dir: PathBuf::from("unused"),
+            rpc_listen: "127.0.0.1:0".parse().unwrap(),
+            p2p_listen: "127.0.0.1:0".parse().unwrap(),
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            peers: vec![],
+            sync_writes: false,
+            unsafe_no_fsync: false,
+            fault_file: None,
+            mempool_capacity: 10,
+            allow_peers: vec![],
+        }
+    }
+
+    #[test]
+    fn hostile_power_loss_validators_fsync_before_they_vote() {
+        let v = Keypair::generate();
+        assert!(config(&v, &v).durable(), "a validator's votes are fsynced by default");
+        let listener = Keypair::generate();
+        assert!(!config(&v, &listener).durable(), "a listener keeps the cheap default");
+        let mut c = config(&v, &listener);
+        c.sync_writes = true;
+        assert!(c.durable());
+        let mut c = config(&v, &v);
+        c.unsafe_no_fsync = true;
+        assert!(!c.durable(), "only the benchmark switch turns it off");
+    }
+}
