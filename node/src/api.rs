@@ -3,6 +3,7 @@
 use crate::chain::{Chain, CommittedBlock};
 use crate::index::HistoryPosition;
 use crate::ledger::state::BalanceTotals;
+use crate::query_pool::QueryPool;
 use crate::ledger::{self, apply_block, keys, BlockContext, TxError};
 use crate::mempool::{MempoolError, SenderState};
 use crate::metrics::NodeMetrics;
@@ -36,8 +37,9 @@ pub const BLOCK_STREAMS_MAX: usize = 256;
 pub const BLOCK_STREAMS_PER_CLIENT: usize = 32;
 /// Blocks queued for one `SubscribeBlocks` stream: a client that does not read holds at most
 /// this many (full blocks are ~1-2 MiB encoded).
-const BLOCK_STREAM_QUEUE: usize = 8;
+const BLOCK_STREAM_QUEUE: usize = 4;
 
+#[derive(Clone)]
 pub struct ChainService {
     pub chain: Arc<Chain>,
     pub net: PeerNetwork,
@@ -46,6 +48,8 @@ pub struct ChainService {
     pub block_time_ms: u64,
     supply: SupplyCache,
     streams: Arc<BlockStreams>,
+    /// Where the reads that cost more than a lookup run.
+    queries: Arc<QueryPool>,
 }
 
 /// The last supply audit and the committed height it was computed at.
@@ -62,6 +66,11 @@ type SupplyCache = Arc<tokio::sync::Mutex<Option<(Option<u64>, pb::SupplyInfo)>>
 
 /// Open `SubscribeBlocks` streams, in all and per client IP address (`None`: transports without
 /// one). A stream holds a [`BlockStreamSlot`] until it ends.
+/// Threads answering the costlier reads, and reads that may wait for them (see
+/// `crate::query_pool`): two threads leave consensus and admission the machine's other share.
+const QUERY_THREADS: usize = 2;
+const QUERY_BACKLOG: usize = 256;
+
 pub struct BlockStreams {
     max: usize,
     per_client: usize,
@@ -383,6 +392,7 @@ impl ChainService {
             block_time_ms,
             supply: SupplyCache::default(),
             streams,
+            queries: QueryPool::start(QUERY_THREADS, QUERY_BACKLOG),
         }
     }
 
@@ -498,25 +508,28 @@ impl ChainService {
     fn tx_info(&self, hash: &Hash, with_proof: bool) -> Option<pb::TransactionInfo> {
         if let Some(r) = self.chain.index.receipt(hash) {
             let top = self.chain.committed_height().unwrap_or(r.height);
-            let block = self.chain.block_at(r.height);
-            let (transaction, proof, block_hash) = match &block {
-                Some(b) => {
-                    let tx = b
-                        .contents
-                        .txs
-                        .get(r.index as usize)
-                        .map(|t| t.encode())
-                        .unwrap_or_default();
-                    let proof = if with_proof {
-                        merkle_proof(&b.contents.tx_hashes, r.index as usize)
+            // Without a proof one datum is read; a proof needs every hash of the block.
+            let (transaction, proof, block_hash) = if with_proof {
+                match self.chain.block_at(r.height) {
+                    Some(b) => {
+                        let tx = b
+                            .contents
+                            .txs
+                            .get(r.index as usize)
+                            .map(|t| t.encode())
+                            .unwrap_or_default();
+                        let proof = merkle_proof(&b.contents.tx_hashes, r.index as usize)
                             .map(|p| enc(&p))
-                            .unwrap_or_default()
-                    } else {
-                        vec![]
-                    };
-                    (tx, proof, b.hash.to_hex())
+                            .unwrap_or_default();
+                        (tx, proof, b.hash.to_hex())
+                    }
+                    None => Default::default(),
                 }
-                None => (vec![], vec![], String::new()),
+            } else {
+                self.chain
+                    .committed_tx_bytes(r.height, r.index)
+                    .map(|(block_hash, tx)| (tx, vec![], block_hash.to_hex()))
+                    .unwrap_or_default()
             };
             return Some(pb::TransactionInfo {
                 tx_hash: hash.to_hex(),
@@ -561,6 +574,149 @@ impl ChainService {
             out.len() < SCAN_MAX_RESULTS && bytes < SCAN_MAX_BYTES
         });
         out
+    }
+}
+
+/// Reads that run on the query threads (`crate::query_pool`).
+impl ChainService {
+    #[allow(clippy::result_large_err)]
+    fn search_listings_now(
+        &self,
+        request: Request<pb::SearchListingsRequest>,
+    ) -> Result<Response<pb::SearchListingsResponse>, Status> {
+        let req = request.into_inner();
+        let q = req.query.to_lowercase();
+        let owner = if req.owner.is_empty() {
+            None
+        } else {
+            Some(addr(&req.owner)?)
+        };
+        let listings = self.scan::<Listing>(keys::LISTING, |l| {
+            (req.include_closed || l.active)
+                && owner.is_none_or(|o| l.owner == o)
+                && (q.is_empty()
+                    || l.name.to_lowercase().contains(&q)
+                    || l.service_type.as_str().contains(&q)
+                    || l.description.to_lowercase().contains(&q))
+        });
+        let mut listings: Vec<_> = listings.iter().map(listing_info).collect();
+        listings.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        Ok(Response::new(pb::SearchListingsResponse { listings }))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn list_bids_now(
+        &self,
+        request: Request<pb::ListBidsRequest>,
+    ) -> Result<Response<pb::ListBidsResponse>, Status> {
+        let req = request.into_inner();
+        let bidder = if req.bidder.is_empty() {
+            None
+        } else {
+            Some(addr(&req.bidder)?)
+        };
+        let bids = self.scan::<Bid>(keys::BID, |b| {
+            (req.listing_id.is_empty() || b.listing_id == req.listing_id)
+                && bidder.is_none_or(|x| b.bidder == x)
+                && (req.status.is_empty() || b.status.as_str() == req.status)
+        });
+        Ok(Response::new(pb::ListBidsResponse {
+            bids: bids.iter().map(bid_info).collect(),
+        }))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn list_jobs_now(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let req = request.into_inner();
+        let customer = if req.customer.is_empty() {
+            None
+        } else {
+            Some(addr(&req.customer)?)
+        };
+        let jobs = self.scan::<Job>(keys::JOB, |j| {
+            customer.is_none_or(|c| j.customer == c)
+                && (req.status.is_empty() || j.status.as_str() == req.status)
+                && (req.listing_id.is_empty()
+                    || j.listing_id.as_deref() == Some(req.listing_id.as_str()))
+        });
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(job_info).collect(),
+        }))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn list_agents_now(
+        &self,
+        _: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self.scan::<AgentRecord>(keys::AGENT, |_| true);
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents.iter().map(agent_info).collect(),
+        }))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn get_block_now(
+        &self,
+        request: Request<pb::GetBlockRequest>,
+    ) -> Result<Response<pb::BlockInfo>, Status> {
+        let req = request.into_inner();
+        let block = if req.latest {
+            self.chain
+                .committed_height()
+                .and_then(|h| self.chain.block_at(h))
+        } else {
+            match req.by {
+                Some(pb::get_block_request::By::Height(h)) => self.chain.block_at(h),
+                Some(pb::get_block_request::By::Hash(h)) => {
+                    let hash: Hash =
+                        h.parse()
+                            .map_err(|e: aitbc_protocol::hash::HashParseError| {
+                                Status::invalid_argument(e.to_string())
+                            })?;
+                    self.chain
+                        .block_by_hash(&hotstuff_rs::types::data_types::CryptoHash::new(hash.0))
+                }
+                None => return Err(Status::invalid_argument("give a height, a hash, or latest")),
+            }
+        };
+        block
+            .map(|b| Response::new(block_info(&b)))
+            .ok_or_else(|| Status::not_found("no such committed block"))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn get_account_history_now(
+        &self,
+        request: Request<pb::GetAccountHistoryRequest>,
+    ) -> Result<Response<pb::GetAccountHistoryResponse>, Status> {
+        let req = request.into_inner();
+        let a = addr(&req.address)?;
+        let limit = if req.limit == 0 {
+            HISTORY_PAGE_DEFAULT
+        } else {
+            req.limit.min(HISTORY_PAGE_MAX)
+        } as usize;
+        let before = parse_history_token(&req.page_token)?;
+        // One more than the page, to tell whether another page follows.
+        let mut entries = self.chain.index.history_before(&a, before, limit + 1);
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_page_token = match entries.last() {
+            Some((p, _)) if more => history_token(*p),
+            _ => String::new(),
+        };
+        let transactions = entries
+            .iter()
+            .filter_map(|(_, h)| self.tx_info(h, false))
+            .collect();
+        Ok(Response::new(pb::GetAccountHistoryResponse {
+            transactions,
+            next_page_token,
+        }))
     }
 }
 
@@ -682,24 +838,10 @@ impl ChainApi for ChainService {
         &self,
         request: Request<pb::SearchListingsRequest>,
     ) -> Result<Response<pb::SearchListingsResponse>, Status> {
-        let req = request.into_inner();
-        let q = req.query.to_lowercase();
-        let owner = if req.owner.is_empty() {
-            None
-        } else {
-            Some(addr(&req.owner)?)
-        };
-        let listings = self.scan::<Listing>(keys::LISTING, |l| {
-            (req.include_closed || l.active)
-                && owner.is_none_or(|o| l.owner == o)
-                && (q.is_empty()
-                    || l.name.to_lowercase().contains(&q)
-                    || l.service_type.as_str().contains(&q)
-                    || l.description.to_lowercase().contains(&q))
-        });
-        let mut listings: Vec<_> = listings.iter().map(listing_info).collect();
-        listings.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        Ok(Response::new(pb::SearchListingsResponse { listings }))
+        let this = self.clone();
+        self.queries
+            .run(move || this.search_listings_now(request))
+            .await?
     }
 
     async fn get_bid(
@@ -718,20 +860,10 @@ impl ChainApi for ChainService {
         &self,
         request: Request<pb::ListBidsRequest>,
     ) -> Result<Response<pb::ListBidsResponse>, Status> {
-        let req = request.into_inner();
-        let bidder = if req.bidder.is_empty() {
-            None
-        } else {
-            Some(addr(&req.bidder)?)
-        };
-        let bids = self.scan::<Bid>(keys::BID, |b| {
-            (req.listing_id.is_empty() || b.listing_id == req.listing_id)
-                && bidder.is_none_or(|x| b.bidder == x)
-                && (req.status.is_empty() || b.status.as_str() == req.status)
-        });
-        Ok(Response::new(pb::ListBidsResponse {
-            bids: bids.iter().map(bid_info).collect(),
-        }))
+        let this = self.clone();
+        self.queries
+            .run(move || this.list_bids_now(request))
+            .await?
     }
 
     async fn get_job(
@@ -750,21 +882,10 @@ impl ChainApi for ChainService {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let req = request.into_inner();
-        let customer = if req.customer.is_empty() {
-            None
-        } else {
-            Some(addr(&req.customer)?)
-        };
-        let jobs = self.scan::<Job>(keys::JOB, |j| {
-            customer.is_none_or(|c| j.customer == c)
-                && (req.status.is_empty() || j.status.as_str() == req.status)
-                && (req.listing_id.is_empty()
-                    || j.listing_id.as_deref() == Some(req.listing_id.as_str()))
-        });
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.iter().map(job_info).collect(),
-        }))
+        let this = self.clone();
+        self.queries
+            .run(move || this.list_jobs_now(request))
+            .await?
     }
 
     async fn get_agent(
@@ -783,71 +904,32 @@ impl ChainApi for ChainService {
 
     async fn list_agents(
         &self,
-        _: Request<pb::ListAgentsRequest>,
+        request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self.scan::<AgentRecord>(keys::AGENT, |_| true);
-        Ok(Response::new(pb::ListAgentsResponse {
-            agents: agents.iter().map(agent_info).collect(),
-        }))
+        let this = self.clone();
+        self.queries
+            .run(move || this.list_agents_now(request))
+            .await?
     }
 
     async fn get_block(
         &self,
         request: Request<pb::GetBlockRequest>,
     ) -> Result<Response<pb::BlockInfo>, Status> {
-        let req = request.into_inner();
-        let block = if req.latest {
-            self.chain
-                .committed_height()
-                .and_then(|h| self.chain.block_at(h))
-        } else {
-            match req.by {
-                Some(pb::get_block_request::By::Height(h)) => self.chain.block_at(h),
-                Some(pb::get_block_request::By::Hash(h)) => {
-                    let hash: Hash =
-                        h.parse()
-                            .map_err(|e: aitbc_protocol::hash::HashParseError| {
-                                Status::invalid_argument(e.to_string())
-                            })?;
-                    self.chain
-                        .block_by_hash(&hotstuff_rs::types::data_types::CryptoHash::new(hash.0))
-                }
-                None => return Err(Status::invalid_argument("give a height, a hash, or latest")),
-            }
-        };
-        block
-            .map(|b| Response::new(block_info(&b)))
-            .ok_or_else(|| Status::not_found("no such committed block"))
+        let this = self.clone();
+        self.queries
+            .run(move || this.get_block_now(request))
+            .await?
     }
 
     async fn get_account_history(
         &self,
         request: Request<pb::GetAccountHistoryRequest>,
     ) -> Result<Response<pb::GetAccountHistoryResponse>, Status> {
-        let req = request.into_inner();
-        let a = addr(&req.address)?;
-        let limit = if req.limit == 0 {
-            HISTORY_PAGE_DEFAULT
-        } else {
-            req.limit.min(HISTORY_PAGE_MAX)
-        } as usize;
-        let before = parse_history_token(&req.page_token)?;
-        // One more than the page, to tell whether another page follows.
-        let mut entries = self.chain.index.history_before(&a, before, limit + 1);
-        let more = entries.len() > limit;
-        entries.truncate(limit);
-        let next_page_token = match entries.last() {
-            Some((p, _)) if more => history_token(*p),
-            _ => String::new(),
-        };
-        let transactions = entries
-            .iter()
-            .filter_map(|(_, h)| self.tx_info(h, false))
-            .collect();
-        Ok(Response::new(pb::GetAccountHistoryResponse {
-            transactions,
-            next_page_token,
-        }))
+        let this = self.clone();
+        self.queries
+            .run(move || this.get_account_history_now(request))
+            .await?
     }
 
     async fn get_supply(

@@ -207,6 +207,23 @@ impl Chain {
         self.block_by_hash(&hash)
     }
 
+    /// The encoded transaction at `index` of the committed block at `height`, with the block's
+    /// hash: one datum read, where [`Self::block_at`] decodes and hashes the whole block (up to
+    /// 4,000 transactions) and reads all its receipts.
+    pub fn committed_tx_bytes(&self, height: u64, index: u32) -> Option<(Hash, Vec<u8>)> {
+        if self.committed_height().is_none_or(|top| height > top) {
+            return None;
+        }
+        let snap = self.camera.snapshot();
+        let hash = snap
+            .block_at_height(BlockHeight::new(height))
+            .ok()
+            .flatten()?;
+        // Datum 0 is the header; transaction i is datum i + 1.
+        let datum = snap.block_datum(&hash, index.checked_add(1)?)?;
+        Some((Hash(hash.bytes()), datum.bytes().clone()))
+    }
+
     pub fn block_by_hash(&self, hash: &CryptoHash) -> Option<CommittedBlock> {
         let snap = self.camera.snapshot();
         let data = snap.block_data(hash).ok().flatten()?;

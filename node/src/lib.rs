@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod node;
 pub mod p2p;
 pub mod priority;
+pub mod query_pool;
 pub mod store;
 pub mod verifier;

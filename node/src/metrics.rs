@@ -22,6 +22,7 @@ pub struct NodeMetrics {
     /// Hostile-network counters (docs/ARCHITECTURE.md, "Threat model").
     pub peers_refused: Counter,
     pub peer_messages_not_validator: Counter,
+    pub peer_sync_requests_limited: Counter,
     pub gossip_batches_dropped: Counter,
     pub mempool_evicted: Counter,
     pub mempool_expired: Counter,
@@ -56,6 +57,7 @@ impl NodeMetrics {
             peer_messages_bad_signature: Counter::default(),
             peers_refused: Counter::default(),
             peer_messages_not_validator: Counter::default(),
+            peer_sync_requests_limited: Counter::default(),
             gossip_batches_dropped: Counter::default(),
             mempool_evicted: Counter::default(),
             mempool_expired: Counter::default(),
@@ -122,6 +124,11 @@ impl NodeMetrics {
             "peer_messages_not_validator",
             "Consensus progress messages dropped because their sender is not a validator",
             m.peer_messages_not_validator.clone(),
+        );
+        registry.register(
+            "peer_sync_requests_limited",
+            "Block-sync requests dropped because their peer exceeded its rate",
+            m.peer_sync_requests_limited.clone(),
         );
         registry.register(
             "gossip_batches_dropped",

@@ -59,6 +59,10 @@ const MAX_CONNECTIONS_PER_PEER: usize = 4;
 /// Gossip batches waiting for admission at most, and the threads admitting them.
 const GOSSIP_BACKLOG: usize = 32;
 const GOSSIP_WORKERS: usize = 2;
+/// Block-sync requests one peer may have answered per second (and in a burst). An honest
+/// sync client sends one and waits for its answer; each answer is up to 16 blocks to read,
+/// encode and sign, so a peer flooding requests would otherwise take the node's CPU.
+const SYNC_REQUESTS_PER_SECOND: f64 = 10.0;
 /// How long a dialer waits before trying a node that refused its key again.
 const REFUSED_DIAL_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -138,6 +142,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Transactions waiting to be gossiped in the next batch.
     gossip_buffer: Mutex<Vec<Vec<u8>>>,
+    /// Block-sync request budget per admitted peer key.
+    sync_budget: Mutex<HashMap<[u8; 32], Bucket>>,
     /// Decompressed keys of envelope senders (admitted peers: a handful), so that
     /// authenticating an envelope costs one verification and no point decompression.
     envelope_keys: Mutex<HashMap<[u8; 32], VerifyingKey>>,
@@ -169,6 +175,32 @@ fn is_progress_message(payload: &[u8]) -> bool {
     payload.first() == Some(&0)
 }
 
+/// Whether a consensus payload is a block-sync request (`Message::BlockSyncMessage`, variant 1,
+/// holding `BlockSyncMessage::BlockSyncRequest`, variant 0).
+fn is_sync_request(payload: &[u8]) -> bool {
+    payload.get(..2) == Some(&[1, 0])
+}
+
+/// A token bucket: `rate` tokens a second, at most `rate` saved up.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, rate: f64, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl PeerNetwork {
     /// The peer network of key `me` on `chain_id`, admitting peers by `policy`.
     pub fn new(
@@ -196,6 +228,7 @@ impl PeerNetwork {
             next_id: AtomicU64::new(1),
             gossip_buffer: Mutex::new(Vec::new()),
             envelope_keys: Mutex::new(HashMap::new()),
+            sync_budget: Mutex::new(HashMap::new()),
         };
         PeerNetwork {
             shared: Arc::new(shared),
@@ -480,6 +513,15 @@ impl PeerNetwork {
             self.shared.metrics.peer_messages_not_validator.inc();
             return;
         }
+        // Over its budget, a sync request is dropped before its signature is checked: it counts
+        // against the stream's own key, so a forged one only spends the forger's budget.
+        if env.kind == Kind::Consensus as i32
+            && is_sync_request(&env.payload)
+            && !self.sync_request_allowed(from)
+        {
+            self.shared.metrics.peer_sync_requests_limited.inc();
+            return;
+        }
         let Some(sender) = self.verify(&env) else {
             return;
         };
@@ -505,6 +547,22 @@ impl PeerNetwork {
             }
             _ => {}
         }
+    }
+
+    /// Takes one block-sync request from `peer`'s budget.
+    fn sync_request_allowed(&self, peer: &PublicKey) -> bool {
+        let now = Instant::now();
+        let mut budgets = self.shared.sync_budget.lock();
+        if budgets.len() > MAX_ENVELOPE_KEYS {
+            budgets.clear();
+        }
+        budgets
+            .entry(peer.0)
+            .or_insert(Bucket {
+                tokens: SYNC_REQUESTS_PER_SECOND,
+                at: now,
+            })
+            .take(SYNC_REQUESTS_PER_SECOND, now)
     }
 
     /// Queues a gossip batch for the admission workers, or drops it when they are behind.
@@ -793,11 +851,32 @@ mod tests {
         }
         .into();
         assert!(!is_progress_message(&sync.try_to_vec().unwrap()));
+        assert!(is_sync_request(&sync.try_to_vec().unwrap()));
         let advert: Message = BlockSyncAdvertiseMessage::AdvertisePC(AdvertisePC {
             highest_pc: PhaseCertificate::genesis_pc(),
         })
         .into();
         assert!(is_progress_message(&advert.try_to_vec().unwrap()));
+        assert!(!is_sync_request(&advert.try_to_vec().unwrap()));
         assert!(!is_progress_message(&[]));
+    }
+
+    #[test]
+    fn hostile_sync_requests_are_rate_limited_per_peer() {
+        let t0 = Instant::now();
+        let mut b = Bucket {
+            tokens: SYNC_REQUESTS_PER_SECOND,
+            at: t0,
+        };
+        let burst = (0..100).filter(|_| b.take(SYNC_REQUESTS_PER_SECOND, t0)).count();
+        assert_eq!(burst, SYNC_REQUESTS_PER_SECOND as usize);
+        // A tenth of a second later, one more.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(b.take(SYNC_REQUESTS_PER_SECOND, t1));
+        assert!(!b.take(SYNC_REQUESTS_PER_SECOND, t1));
+        // Idle time does not save up more than a burst.
+        let t2 = t1 + Duration::from_secs(3600);
+        let later = (0..100).filter(|_| b.take(SYNC_REQUESTS_PER_SECOND, t2)).count();
+        assert_eq!(later, SYNC_REQUESTS_PER_SECOND as usize);
     }
 }
