@@ -3,11 +3,11 @@
 use crate::chain::{Chain, CommittedBlock};
 use crate::index::HistoryPosition;
 use crate::ledger::state::BalanceTotals;
-use crate::query_pool::QueryPool;
 use crate::ledger::{self, apply_block, keys, BlockContext, TxError};
 use crate::mempool::{MempoolError, SenderState};
 use crate::metrics::NodeMetrics;
 use crate::p2p::PeerNetwork;
+use crate::query_pool::QueryPool;
 use crate::verifier::SigCheck;
 use aitbc_protocol::hash::merkle_proof;
 use aitbc_protocol::model::{Account, AgentRecord, Bid, Job, Listing, Totals};
@@ -317,7 +317,9 @@ fn tx_error_status(e: &TxError) -> Status {
         | TxError::UnknownBid(_)
         | TxError::UnknownJob(_)
         | TxError::UnknownAgent(_) => Status::not_found(e.to_string()),
-        TxError::NotAllowed(_) | TxError::BadAgentProof(_) => Status::permission_denied(e.to_string()),
+        TxError::NotAllowed(_) | TxError::BadAgentProof(_) => {
+            Status::permission_denied(e.to_string())
+        }
         TxError::Corrupt(_) => Status::internal(e.to_string()),
         _ => Status::failed_precondition(e.to_string()),
     }

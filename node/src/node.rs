@@ -406,9 +406,15 @@ mod tests {
     #[test]
     fn hostile_power_loss_validators_fsync_before_they_vote() {
         let v = Keypair::generate();
-        assert!(config(&v, &v).durable(), "a validator's votes are fsynced by default");
+        assert!(
+            config(&v, &v).durable(),
+            "a validator's votes are fsynced by default"
+        );
         let listener = Keypair::generate();
-        assert!(!config(&v, &listener).durable(), "a listener keeps the cheap default");
+        assert!(
+            !config(&v, &listener).durable(),
+            "a listener keeps the cheap default"
+        );
         let mut c = config(&v, &listener);
         c.sync_writes = true;
         assert!(c.durable());

@@ -89,6 +89,10 @@ mod tests {
         for r in running {
             r.await.unwrap().unwrap();
         }
-        assert_eq!(pool.run(|| 7).await.unwrap(), 7, "served again once drained");
+        assert_eq!(
+            pool.run(|| 7).await.unwrap(),
+            7,
+            "served again once drained"
+        );
     }
 }

@@ -233,4 +233,3 @@ async fn partitioned_validator_heals_and_listener_follows() {
     assert_all_committed(&net, &[0, 1, 2, 3, 4], &seen).await;
     let _ = chain_id;
 }
-

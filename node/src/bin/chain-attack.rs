@@ -143,7 +143,12 @@ async fn sync_flood_conn(t: Target, port: u16, key: Keypair, read: bool) {
     };
     // Signed once and sent again and again: the node's budget, not the adversary's CPU, is
     // what this measures (an attacker has machines of its own).
-    let env = raw::signed(&key, &t.chain_id, Kind::Consensus, sync_request(&t.chain_id));
+    let env = raw::signed(
+        &key,
+        &t.chain_id,
+        Kind::Consensus,
+        sync_request(&t.chain_id),
+    );
     while t.running() {
         if out.send(env.clone()).await.is_err() {
             break;

@@ -868,7 +868,9 @@ mod tests {
             tokens: SYNC_REQUESTS_PER_SECOND,
             at: t0,
         };
-        let burst = (0..100).filter(|_| b.take(SYNC_REQUESTS_PER_SECOND, t0)).count();
+        let burst = (0..100)
+            .filter(|_| b.take(SYNC_REQUESTS_PER_SECOND, t0))
+            .count();
         assert_eq!(burst, SYNC_REQUESTS_PER_SECOND as usize);
         // A tenth of a second later, one more.
         let t1 = t0 + Duration::from_millis(100);
@@ -876,7 +878,9 @@ mod tests {
         assert!(!b.take(SYNC_REQUESTS_PER_SECOND, t1));
         // Idle time does not save up more than a burst.
         let t2 = t1 + Duration::from_secs(3600);
-        let later = (0..100).filter(|_| b.take(SYNC_REQUESTS_PER_SECOND, t2)).count();
+        let later = (0..100)
+            .filter(|_| b.take(SYNC_REQUESTS_PER_SECOND, t2))
+            .count();
         assert_eq!(later, SYNC_REQUESTS_PER_SECOND as usize);
     }
 }
