@@ -33,6 +33,9 @@ impl StateRead for CommittedState<'_> {
     }
 }
 
+/// Committed blocks the feed holds for subscribers that are behind.
+const FEED_BLOCKS: usize = 64;
+
 /// Signatures verified together at most (a larger request is still one batch).
 const VERIFY_BATCH: usize = 1024;
 
@@ -97,7 +100,10 @@ impl Chain {
         mempool: Arc<Mempool>,
         metrics: Arc<NodeMetrics>,
     ) -> Chain {
-        let (feed, _) = broadcast::channel(1024);
+        // A subscriber that stops reading keeps the blocks of the channel alive until they are
+        // overwritten: 64 blocks (~64 MiB full) rather than 1,024. A subscriber that falls
+        // further behind catches up from storage (`SubscribeBlocks` replays on lag).
+        let (feed, _) = broadcast::channel(FEED_BLOCKS);
         let camera = BlockTreeCamera::new(store.clone());
         let chain = Chain {
             store,
