@@ -339,3 +339,18 @@ pub async fn run_rate(
         p99_ms: percentile(&lat, 0.99),
     })
 }
+
+/// The `aitbc-node` binary a benchmark starts: `given`, or the one next to the benchmark.
+pub fn node_binary(given: Option<&Path>) -> Result<std::path::PathBuf> {
+    let bin = match given {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe()?.with_file_name("aitbc-node"),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found; run `cargo build --release -p aitbc-node --bins` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}

@@ -199,34 +199,33 @@ impl Chain {
             .unwrap_or_default()
     }
 
-    /// The committed block at `height`, decoded, with its receipts.
-    pub fn block_at(&self, height: u64) -> Option<CommittedBlock> {
-        let committed = self.committed_height()?;
-        if height > committed {
+    /// The hash of the committed block at `height`.
+    fn committed_hash_at(&self, height: u64) -> Option<CryptoHash> {
+        if self.committed_height().is_none_or(|top| height > top) {
             return None;
         }
-        let snap = self.camera.snapshot();
-        let hash = snap
+        self.camera
+            .snapshot()
             .block_at_height(BlockHeight::new(height))
             .ok()
-            .flatten()?;
-        self.block_by_hash(&hash)
+            .flatten()
+    }
+
+    /// The committed block at `height`, decoded, with its receipts.
+    pub fn block_at(&self, height: u64) -> Option<CommittedBlock> {
+        self.block_by_hash(&self.committed_hash_at(height)?)
     }
 
     /// The encoded transaction at `index` of the committed block at `height`, with the block's
     /// hash: one datum read, where [`Self::block_at`] decodes and hashes the whole block (up to
     /// 4,000 transactions) and reads all its receipts.
     pub fn committed_tx_bytes(&self, height: u64, index: u32) -> Option<(Hash, Vec<u8>)> {
-        if self.committed_height().is_none_or(|top| height > top) {
-            return None;
-        }
-        let snap = self.camera.snapshot();
-        let hash = snap
-            .block_at_height(BlockHeight::new(height))
-            .ok()
-            .flatten()?;
+        let hash = self.committed_hash_at(height)?;
         // Datum 0 is the header; transaction i is datum i + 1.
-        let datum = snap.block_datum(&hash, index.checked_add(1)?)?;
+        let datum = self
+            .camera
+            .snapshot()
+            .block_datum(&hash, index.checked_add(1)?)?;
         Some((Hash(hash.bytes()), datum.bytes().clone()))
     }
 

@@ -10,6 +10,19 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+async fn fund_one_ait(net: &TestNet, to: &Keypair) {
+    let fee: Amount = "0.001".parse().unwrap();
+    let fund = Action::Transfer {
+        to: to.address(),
+        amount: "1".parse().unwrap(),
+    };
+    net.client(0)
+        .await
+        .send_and_wait(&net.genesis_ops(), fund, fee, WAIT)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_transactions_failing_the_envelope_never_take_block_space() {
     let mut net = TestNet::new(1, 0, 100);
@@ -19,17 +32,7 @@ async fn hostile_transactions_failing_the_envelope_never_take_block_space() {
     let chain_id = c.status().await.unwrap().chain_id;
     let fee: Amount = "0.001".parse().unwrap();
     let attacker = Keypair::generate();
-    c.send_and_wait(
-        &net.genesis_ops(),
-        Action::Transfer {
-            to: attacker.address(),
-            amount: "1".parse().unwrap(),
-        },
-        fee,
-        WAIT,
-    )
-    .await
-    .unwrap();
+    fund_one_ait(&net, &attacker).await;
     let sign = |nonce: u64, amount: Amount| {
         Transaction {
             chain_id: chain_id.clone(),
@@ -64,17 +67,7 @@ async fn hostile_transactions_failing_the_envelope_never_take_block_space() {
     let (balance, _) = c.balance(&attacker.address()).await.unwrap();
     assert_eq!(balance, Amount::ZERO);
     // The nonce was not used: a funded retry with nonce 1 commits.
-    c.send_and_wait(
-        &net.genesis_ops(),
-        Action::Transfer {
-            to: attacker.address(),
-            amount: "1".parse().unwrap(),
-        },
-        fee,
-        WAIT,
-    )
-    .await
-    .unwrap();
+    fund_one_ait(&net, &attacker).await;
     let retry = c.submit(&sign(1, Amount(1))).await.unwrap();
     let committed = c.wait(&retry, WAIT).await.unwrap();
     assert!(committed.receipt.error.is_none(), "{:?}", committed.receipt);

@@ -16,14 +16,14 @@
 //! - `api-flood`: account history for `u32::MAX` entries, supply audits, listing scans and
 //!   hundreds of block subscriptions that are never read.
 
-use aitbc_node::bench::{fund, run_rate, start_ready, Net, RunResult};
+use aitbc_node::bench::{fund, node_binary, run_rate, start_ready, Net, RunResult};
 use aitbc_node::p2p::handshake::Hello;
 use aitbc_node::p2p::pb::Kind;
 use aitbc_node::p2p::raw::{self, Conn};
 use aitbc_protocol::pb::{self, chain_client::ChainClient as RawChain};
 use aitbc_protocol::tx::{Action, Transaction};
 use aitbc_protocol::{Amount, Keypair};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use borsh010::BorshSerialize;
 use clap::{Parser, ValueEnum};
 use hotstuff_rs::block_sync::messages::BlockSyncRequest;
@@ -472,16 +472,7 @@ fn report(s: &Scenario, baseline_tps: f64, validators: usize) -> bool {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let bin = match &args.node_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?.with_file_name("aitbc-node"),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} not found; run `cargo build --release -p aitbc-node --bins` first",
-            bin.display()
-        );
-    }
+    let bin = node_binary(args.node_bin.as_deref())?;
     let attacks = if args.attacks.is_empty() {
         vec![
             Attack::SyncFlood,

@@ -6,11 +6,11 @@
 //! target/release/chain-bench --validators 1,4 --rates 1000,2000,4000,8000 --duration 8
 //! ```
 
-use aitbc_node::bench::{fund, run_rate, start_ready};
+use aitbc_node::bench::{fund, node_binary, run_rate, start_ready};
 use aitbc_protocol::crypto::{verify_batch, verify_batch_uncached};
 use aitbc_protocol::tx::{Action, SignedTransaction, Transaction};
 use aitbc_protocol::{Amount, Keypair};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -125,16 +125,7 @@ async fn main() -> Result<()> {
     if args.crypto_only {
         return Ok(());
     }
-    let bin = match &args.node_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?.with_file_name("aitbc-node"),
-    };
-    if !bin.exists() {
-        bail!(
-            "{} not found; run `cargo build --release -p aitbc-node --bins` first",
-            bin.display()
-        );
-    }
+    let bin = node_binary(args.node_bin.as_deref())?;
     for &v in &args.validators {
         let extra: Vec<String> = if args.no_fsync {
             vec!["--unsafe-no-fsync".into()]
