@@ -1,8 +1,7 @@
 //! The agent's ed25519 identity and its on-chain registration action.
 
 use crate::persist;
-use aitbc_protocol::tx::{Action, Serves};
-use aitbc_protocol::{Address, Keypair};
+use aitbc_protocol::Keypair;
 use std::path::{Path, PathBuf};
 
 /// File name of the generated key inside the state directory.
@@ -87,23 +86,17 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-/// The action the owner wallet sends (in a transaction it signs) to register this agent on
-/// `chain_id`. It carries the agent key's proof of possession, signed over the chain id, the
-/// owner's address, the agent id and `serves` (`aitbc_protocol::registration`): the chain
-/// refuses it from any other wallet, on any other chain, or with the id or serves changed.
-pub fn register_agent_action(
-    agent: &Keypair,
-    chain_id: &str,
-    owner: &Address,
-    agent_id: &str,
-    serves: &Serves,
-) -> Action {
-    aitbc_protocol::registration::register_agent_action(agent, chain_id, owner, agent_id, serves)
-}
+/// The action the owner wallet sends (in a transaction it signs) to register this agent: it
+/// carries the agent key's proof of possession over the chain id, the owner's address, the
+/// agent id and `serves`, so the chain refuses it from any other wallet, on any other chain, or
+/// with the id or serves changed.
+pub use aitbc_protocol::registration::register_agent_action;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aitbc_protocol::tx::{Action, Serves};
+    use aitbc_protocol::Address;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -64,13 +64,13 @@ pub struct ChainService {
 /// bookkeeping again (and a ledger state change every node must agree on).
 type SupplyCache = Arc<tokio::sync::Mutex<Option<(Option<u64>, pb::SupplyInfo)>>>;
 
-/// Open `SubscribeBlocks` streams, in all and per client IP address (`None`: transports without
-/// one). A stream holds a [`BlockStreamSlot`] until it ends.
 /// Threads answering the costlier reads, and reads that may wait for them (see
-/// `crate::query_pool`): two threads leave consensus and admission the machine's other share.
+/// `crate::query_pool`): two threads at background priority, so consensus and admission go first.
 const QUERY_THREADS: usize = 2;
 const QUERY_BACKLOG: usize = 256;
 
+/// Open `SubscribeBlocks` streams, in all and per client IP address (`None`: transports without
+/// one). A stream holds a [`BlockStreamSlot`] until it ends.
 pub struct BlockStreams {
     max: usize,
     per_client: usize,
@@ -171,6 +171,27 @@ fn parse_history_token(t: &str) -> Result<Option<HistoryPosition>, Status> {
     Ok(Some((height, index)))
 }
 
+/// The supply audit's answer: `balances` over `accounts` against the ledger's totals.
+fn supply_info(
+    totals: &Totals,
+    balances: Option<Amount>,
+    accounts: u64,
+    height: Option<u64>,
+) -> pb::SupplyInfo {
+    let sum = balances
+        .and_then(|b| b.checked_add(totals.escrowed))
+        .and_then(|s| s.checked_add(totals.burned));
+    pb::SupplyInfo {
+        genesis_supply: totals.genesis_supply.to_string(),
+        balances: balances.map_or_else(|| "overflow".to_string(), |b| b.to_string()),
+        escrowed: totals.escrowed.to_string(),
+        burned: totals.burned.to_string(),
+        conserved: sum == Some(totals.genesis_supply),
+        height: height.unwrap_or(0),
+        accounts,
+    }
+}
+
 /// The supply audit from the balance total every block keeps (`ledger::state::BalanceTotals`):
 /// two reads. `None` on a chain that keeps no such total (older genesis), or when commits kept
 /// landing between the reads.
@@ -179,56 +200,34 @@ fn supply_from_totals(chain: &Chain) -> Option<pb::SupplyInfo> {
         let height = chain.committed_height();
         let totals: Totals = chain.read(keys::TOTALS).unwrap_or_default();
         let kept: BalanceTotals = chain.read(keys::BALANCES)?;
-        if chain.committed_height() != height {
-            continue;
+        if chain.committed_height() == height {
+            return Some(supply_info(
+                &totals,
+                Some(kept.balances),
+                kept.accounts,
+                height,
+            ));
         }
-        let sum = kept
-            .balances
-            .checked_add(totals.escrowed)
-            .and_then(|s| s.checked_add(totals.burned));
-        return Some(pb::SupplyInfo {
-            genesis_supply: totals.genesis_supply.to_string(),
-            balances: kept.balances.to_string(),
-            escrowed: totals.escrowed.to_string(),
-            burned: totals.burned.to_string(),
-            conserved: sum == Some(totals.genesis_supply),
-            height: height.unwrap_or(0),
-            accounts: kept.accounts,
-        });
     }
     None
 }
 
-/// The supply audit: every account's balance added up, against the ledger's totals.
+/// The supply audit by a scan: every account's balance added up (`None` when the sum
+/// overflows), against the ledger's totals.
 fn audit_supply(chain: &Chain) -> pb::SupplyInfo {
     let height = chain.committed_height();
     let totals: Totals = chain.read(keys::TOTALS).unwrap_or_default();
-    let mut balances = Amount::ZERO;
+    let mut balances = Some(Amount::ZERO);
     let mut accounts = 0u64;
-    let mut overflow = false;
     chain.store.scan_committed(keys::ACCOUNT, false, |_, v| {
         if let Ok(a) = borsh::from_slice::<aitbc_protocol::model::Account>(v) {
             accounts += 1;
-            match balances.checked_add(a.balance) {
-                Some(b) => balances = b,
-                None => overflow = true,
-            }
+            balances = balances.and_then(|b| b.checked_add(a.balance));
         }
         true
     });
     chain.metrics.api_supply_scans.inc();
-    let sum = balances
-        .checked_add(totals.escrowed)
-        .and_then(|s| s.checked_add(totals.burned));
-    pb::SupplyInfo {
-        genesis_supply: totals.genesis_supply.to_string(),
-        balances: balances.to_string(),
-        escrowed: totals.escrowed.to_string(),
-        burned: totals.burned.to_string(),
-        conserved: !overflow && sum == Some(totals.genesis_supply),
-        height: height.unwrap_or(0),
-        accounts,
-    }
+    supply_info(&totals, balances, accounts, height)
 }
 
 fn addr(s: &str) -> Result<Address, Status> {

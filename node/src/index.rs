@@ -206,6 +206,7 @@ impl TxIndex {
     }
 
     /// Hashes of an account's last `limit` transactions, newest first.
+    #[cfg(test)]
     pub fn history(&self, a: &Address, limit: usize) -> Vec<Hash> {
         self.history_before(a, None, limit)
             .into_iter()
@@ -458,6 +459,7 @@ impl Indexer {
     }
 
     /// Hashes of an account's last `limit` transactions, newest first.
+    #[cfg(test)]
     pub fn history(&self, a: &Address, limit: usize) -> Vec<Hash> {
         self.history_before(a, None, limit)
             .into_iter()

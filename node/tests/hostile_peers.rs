@@ -162,3 +162,41 @@ async fn hostile_admitted_listener_cannot_vote_forge_or_ask_for_unbounded_sync()
     assert!(peer::metric(http, "aitbc_node_peer_messages_bad_signature_total").await >= 40.0);
     still_committing(&net).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_one_key_cannot_hold_more_than_four_connections() {
+    let listener = Keypair::generate();
+    let (net, chain_id) = net_with_listener(&listener).await;
+    let p2p = net.nodes[0].p2p;
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let (mut conn, _, _, _) = peer::handshake(p2p, &listener, &chain_id).await.unwrap();
+        // Admitted once the AUTH is in. Traffic for a key goes out on its oldest connection,
+        // so only the first one hears consensus; give the others a moment to register.
+        if i == 0 {
+            assert!(conn.receives_consensus(Duration::from_secs(10)).await);
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        held.push(conn);
+    }
+    let fifth = Conn::open(
+        p2p,
+        peer::hello(&listener.public(), &Hello::fresh(&chain_id)),
+    )
+    .await
+    .err()
+    .expect("a fifth connection for the same key must be refused");
+    assert_eq!(fifth.code(), tonic::Code::ResourceExhausted, "{fifth:?}");
+    // Dropping one frees its place.
+    drop(held.pop());
+    let start = std::time::Instant::now();
+    loop {
+        match peer::handshake(p2p, &listener, &chain_id).await {
+            Ok(_) => break,
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(10), "{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    still_committing(&net).await;
+}
