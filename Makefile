@@ -26,8 +26,11 @@ unit-and-integration:
 	$(CARGO) test -p hotstuff_rs --lib
 
 ## A local network: validators, GPU agents (simulated unless NVML finds GPUs) and the scheduler.
+## First installs (apt-get) or checks what the build needs (protoc, clang, libclang, a C++ compiler)
+## and says how long the first build takes.
 devnet:
-	$(CARGO) build --release --workspace --bins
+	@bash cli/devnet-prereqs.sh
+	@start=$$(date +%s); $(CARGO) build --release --workspace --bins && echo "make devnet: built in $$(( $$(date +%s) - start ))s"
 	$(CARGO_TARGET_DIR)/release/aitbc-cli devnet up
 
 ## ---- Kubernetes packaging: images, chart checks, kind e2e (charts/aitbc, docker/, ci/, tests/e2e) ----

@@ -118,9 +118,10 @@ pub enum Command {
     /// GPU utilization, memory and jobs of an agent.
     #[command(
         name = "ai-metrics",
-        after_help = "Example:\n  aitbc-cli ai-metrics --agent-id agent-0 --period 1h"
+        after_help = "Example:\n  aitbc-cli ai-metrics --agent-id gpu-worker-1 --period 1h"
     )]
     AiMetrics {
+        /// Agent name (`gpu-worker-1`) or agent key.
         #[arg(long)]
         agent_id: String,
         #[arg(long, default_value = "1h")]
@@ -350,9 +351,10 @@ pub enum JobType {
 pub enum ResourceCmd {
     /// Reserve GPUs on an agent; concurrent calls never over-commit.
     #[command(
-        after_help = "Example:\n  aitbc-cli resource allocate --agent-id agent-0 --gpu 1 --memory 8192 --duration 3600 --wallet bob"
+        after_help = "Example:\n  aitbc-cli resource allocate --agent-id gpu-worker-1 --gpu 1 --memory 8192 --duration 3600 --wallet bob"
     )]
     Allocate {
+        /// Agent name (`gpu-worker-1`) or agent key.
         #[arg(long)]
         agent_id: String,
         #[arg(long)]
@@ -371,8 +373,9 @@ pub enum ResourceCmd {
         allocation_id: Option<String>,
     },
     /// GPUs, allocations, running jobs.
-    #[command(after_help = "Example:\n  aitbc-cli resource status --agent-id agent-0")]
+    #[command(after_help = "Example:\n  aitbc-cli resource status --agent-id gpu-worker-1")]
     Status {
+        /// Agent name (`gpu-worker-1`) or agent key.
         #[arg(long)]
         agent_id: Option<String>,
     },
@@ -383,14 +386,16 @@ pub enum ResourceCmd {
         resource_type: ResourceType,
         #[arg(long, default_value = "1h")]
         period: Period,
+        /// Agent name (`gpu-worker-1`) or agent key.
         #[arg(long)]
         agent_id: Option<String>,
     },
     /// Release an allocation (all of the agent's allocations without --allocation-id).
     #[command(
-        after_help = "Example:\n  aitbc-cli resource deallocate --agent-id agent-0 --allocation-id lease-..."
+        after_help = "Example:\n  aitbc-cli resource deallocate --agent-id gpu-worker-1 --allocation-id lease-..."
     )]
     Deallocate {
+        /// Agent name (`gpu-worker-1`) or agent key.
         #[arg(long)]
         agent_id: String,
         #[arg(long)]
@@ -408,6 +413,7 @@ pub enum ResourceCmd {
         /// Seconds (the passes are sized to take about this long).
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// Agent name (`gpu-worker-1`) or agent key.
         #[arg(long)]
         agent_id: Option<String>,
         /// MiB per GPU (default: a quarter of the GPU's memory).
@@ -557,7 +563,7 @@ mod tests {
             "resource",
             "allocate",
             "--agent-id",
-            "agent-0",
+            "gpu-worker-1",
             "--gpu",
             "1",
             "--memory",

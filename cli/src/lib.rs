@@ -12,3 +12,4 @@ pub mod output;
 pub mod password;
 pub mod period;
 pub mod scan;
+pub mod search;

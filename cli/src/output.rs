@@ -1,6 +1,7 @@
 //! Output: `key: value` lines for people and scripts (an id is the one token after its key, so
 //! `cut -d" " -f2` extracts it), or one JSON document with `--output json`.
 
+use aitbc_protocol::Amount;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt::Display;
@@ -50,6 +51,21 @@ impl Report {
             key.to_string(),
             serde_json::to_value(&value).unwrap_or(Value::Null),
         );
+        self
+    }
+
+    /// An amount: `key: 12.5 AIT` in text; in JSON `key` stays `"12.5 AIT"` (as before) and
+    /// [`amount_fields`] adds `key_ait` and `key_base_units`.
+    pub fn amount(&mut self, key: &str, a: Amount) -> &mut Self {
+        self.field(key, format!("{a} AIT"));
+        self.amount_fields(key, a)
+    }
+
+    /// The JSON-only fields of an amount: `key_ait` and `key_base_units` (see [`amount_fields`]).
+    pub fn amount_fields(&mut self, key: &str, a: Amount) -> &mut Self {
+        for (k, v) in amount_fields(key, a) {
+            self.json.insert(k, v);
+        }
         self
     }
 
@@ -178,6 +194,31 @@ impl Report {
     }
 }
 
+/// The machine-readable JSON fields of an amount named `key`, the same in every command:
+/// `key_ait`, AIT as an exact decimal string (`"979999.997"`), and `key_base_units`, the integer
+/// number of base units as a string (`"979999997000"`; 1 AIT = 10^6 base units). Strings, because
+/// amounts are u128 and a JSON number loses digits in most parsers.
+pub fn amount_fields(key: &str, a: Amount) -> [(String, Value); 2] {
+    [
+        (format!("{key}_ait"), Value::String(a.to_string())),
+        (
+            format!("{key}_base_units"),
+            Value::String(a.base_units().to_string()),
+        ),
+    ]
+}
+
+/// Adds [`amount_fields`] for each `(key, amount)` to a JSON object (a row); other values are
+/// left alone.
+pub fn with_amounts(mut v: Value, amounts: &[(&str, Amount)]) -> Value {
+    if let Value::Object(m) = &mut v {
+        for (key, a) in amounts {
+            m.extend(amount_fields(key, *a));
+        }
+    }
+    v
+}
+
 pub fn format_check(rule: &str, pass: bool, detail: &str) -> String {
     let verdict = if pass { "pass" } else { "FAIL" };
     if detail.is_empty() {
@@ -266,6 +307,28 @@ mod tests {
         assert_eq!(v["checks"][1]["pass"], false);
         assert_eq!(v["passed"], false);
         assert!(r.failed());
+    }
+
+    #[test]
+    fn amounts_are_base_units_and_decimals_next_to_the_old_field() {
+        let a: Amount = "979999.997".parse().unwrap();
+        let mut r = Report::new(Format::Json);
+        r.amount("balance", a);
+        let v: Value = serde_json::from_str(&r.render()).unwrap();
+        assert_eq!(v["balance"], "979999.997 AIT");
+        assert_eq!(v["balance_ait"], "979999.997");
+        assert_eq!(v["balance_base_units"], "979999997000");
+        let mut t = Report::new(Format::Text);
+        t.amount("balance", a);
+        assert_eq!(t.render(), "balance: 979999.997 AIT\n");
+        let row = with_amounts(
+            serde_json::json!({"price": Amount(10)}),
+            &[("price", Amount(10))],
+        );
+        assert_eq!(row["price"], "0.00001");
+        assert_eq!(row["price_ait"], "0.00001");
+        assert_eq!(row["price_base_units"], "10");
+        assert_eq!(with_amounts(Value::Null, &[("x", Amount(1))]), Value::Null);
     }
 
     #[test]

@@ -703,3 +703,161 @@ fn four_validator_devnet_is_healthy_and_resumes() {
     net.mark_up();
     assert_eq!(net.balance("alice").0, "48.999");
 }
+
+/// The old scripts' command lines of issue 19, verbatim, on a fresh `devnet up --detach`.
+#[test]
+fn old_script_command_lines_work_on_a_fresh_devnet() {
+    let net = Devnet::up(1, 2, 200);
+    // `up --detach` returned only once the agents were checked and registered: the very first
+    // `resource status` shows them healthy, under the names the old scripts use.
+    let st = net.cli(&["resource", "status"]).ok().stdout;
+    for name in ["gpu-worker-1", "gpu-worker-2"] {
+        let line = st
+            .lines()
+            .find(|l| l.starts_with(&format!("agent: {name} ")))
+            .unwrap_or_else(|| panic!("no agent {name} in:\n{st}"));
+        assert!(line.contains("healthy: true"), "{line}");
+    }
+    let alice = net.create_funded("alice", "1000");
+
+    // A parameter value may hold commas.
+    let created = net
+        .cli_pw(&[
+            "marketplace",
+            "--action",
+            "create",
+            "--name",
+            "Data Cruncher",
+            "--type",
+            "data-processing",
+            "--price",
+            "5",
+            "--wallet",
+            "alice",
+            "--description",
+            "Automated data analysis and processing",
+            "--parameters",
+            "data_format:csv,json,xml,output_format:reports",
+        ])
+        .ok();
+    let sid = created.value("service_id");
+    net.cli_pw(&[
+        "marketplace",
+        "--action",
+        "create",
+        "--name",
+        "Test AI Service",
+        "--type",
+        "ai-inference",
+        "--price",
+        "10",
+        "--wallet",
+        "alice",
+    ])
+    .ok();
+    let j: serde_json::Value = serde_json::from_str(
+        &net.cli(&["--output", "json", "marketplace", "--action", "list"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    let listing = j["listings"]
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["service_id"] == sid.as_str()))
+        .unwrap_or_else(|| panic!("listing {sid} missing: {j}"));
+    assert_eq!(
+        listing["parameters"],
+        serde_json::json!([
+            ["data_format", "csv,json,xml"],
+            ["output_format", "reports"]
+        ])
+    );
+    assert_eq!(listing["price_base_units"], "5000000");
+    assert_eq!(listing["price_ait"], "5");
+
+    // Search matches words, not one literal substring.
+    let found = net
+        .cli(&[
+            "marketplace",
+            "--action",
+            "search",
+            "--query",
+            "data processing",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        found.contains(&format!("service_id: {sid} ")),
+        "search found nothing: {found}"
+    );
+    assert!(!found.contains("Test AI Service"), "{found}");
+
+    // Read your own writes: the allocation shows in the very next status.
+    let alloc = net
+        .cli(&[
+            "resource",
+            "allocate",
+            "--agent-id",
+            "gpu-worker-1",
+            "--gpu",
+            "1",
+            "--memory",
+            "8192",
+            "--duration",
+            "120",
+        ])
+        .ok()
+        .value("allocation_id");
+    let st = net
+        .cli(&["resource", "status", "--agent-id", "gpu-worker-1"])
+        .ok()
+        .stdout;
+    assert!(
+        st.contains(&format!("allocation_id: {alloc} ")),
+        "allocation not visible:\n{st}"
+    );
+    assert!(st.contains("free: 1 "), "{st}");
+
+    // --agent-id takes a key as well as a name.
+    let j: serde_json::Value = serde_json::from_str(
+        &net.cli(&["--output", "json", "resource", "status"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    let key = j["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["agent_id"] == "gpu-worker-2"))
+        .and_then(|x| x["agent_key"].as_str())
+        .expect("gpu-worker-2's key")
+        .to_string();
+    assert_eq!(key.len(), 64, "{key}");
+    let by_key = net
+        .cli(&["resource", "status", "--agent-id", &key])
+        .ok()
+        .stdout;
+    assert!(by_key.contains("agent: gpu-worker-2 "), "{by_key}");
+    net.cli(&[
+        "resource",
+        "deallocate",
+        "--agent-id",
+        "gpu-worker-1",
+        "--allocation-id",
+        &alloc,
+    ])
+    .ok();
+
+    // JSON amounts: base units as an integer string and AIT as a decimal string, next to the
+    // old field; the same names in every command.
+    let j: serde_json::Value = serde_json::from_str(
+        &net.cli(&["--output", "json", "balance", "--name", "alice"])
+            .ok()
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(j["address"], alice.as_str());
+    assert_eq!(j["balance"], "999.998 AIT");
+    assert_eq!(j["balance_ait"], "999.998");
+    assert_eq!(j["balance_base_units"], "999998000");
+    assert_eq!(j["escrowed_base_units"], "0");
+}

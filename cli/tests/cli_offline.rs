@@ -146,3 +146,88 @@ fn argument_errors_are_clear() {
         unreachable.stderr
     );
 }
+
+/// A directory of stand-ins for `make devnet`'s prerequisite check: the few real tools it uses,
+/// a `cargo`, and (with `apt`) an `apt-get` that logs its arguments and "installs" by creating the
+/// tools.
+fn prereq_path(dir: &std::path::Path, apt: bool) -> std::path::PathBuf {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    for tool in ["id", "nproc", "grep", "dirname", "chmod"] {
+        let real = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("no {tool} on this machine"));
+        symlink(real, bin.join(tool)).expect("symlink");
+    }
+    let mut stubs = vec![("cargo", "exit 0".to_string())];
+    if apt {
+        let log = dir.join("apt.log");
+        stubs.push(("sudo", "exec \"$@\"".into()));
+        stubs.push((
+            "apt-get",
+            format!(
+                "echo \"$@\" >> {log}\ncase \"$1\" in install) for t in cc c++ protoc clang; do printf '#!/bin/sh\\n' > {bin}/$t; chmod +x {bin}/$t; done;; esac",
+                log = log.display(),
+                bin = bin.display()
+            ),
+        ));
+    }
+    for (name, body) in stubs {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).expect("stub");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    bin
+}
+
+fn run_prereqs(dir: &std::path::Path, path: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("/bin/bash")
+        .arg(common::repo_root().join("cli/devnet-prereqs.sh"))
+        .env_clear()
+        .env("PATH", path)
+        .env("LIBCLANG_PATH", "/usr/lib")
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .output()
+        .expect("run cli/devnet-prereqs.sh")
+}
+
+#[test]
+fn make_devnet_installs_what_the_build_needs_and_says_how_long_it_takes() {
+    // `make devnet` on a fresh Debian machine: no protoc, no clang, no compiler; apt-get there.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = prereq_path(tmp.path(), true);
+    let out = run_prereqs(tmp.path(), &bin);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let log = std::fs::read_to_string(tmp.path().join("apt.log")).expect("apt-get was run");
+    let install = log
+        .lines()
+        .find(|l| l.starts_with("install"))
+        .unwrap_or_else(|| panic!("no apt-get install in {log}"));
+    for p in ["protobuf-compiler", "clang", "gcc", "g++"] {
+        assert!(install.split(' ').any(|w| w == p), "{p} not in {install}");
+    }
+    assert!(
+        stdout.contains("first build:") && stdout.contains("minutes"),
+        "{stdout}"
+    );
+    // Run again: nothing left to install.
+    std::fs::remove_file(tmp.path().join("apt.log")).expect("rm log");
+    assert!(run_prereqs(tmp.path(), &bin).status.success());
+    assert!(!tmp.path().join("apt.log").exists(), "apt-get ran again");
+
+    // Without apt-get it names what is missing and fails before the build.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = prereq_path(tmp.path(), false);
+    let out = run_prereqs(tmp.path(), &bin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("protobuf-compiler") && stderr.contains("clang"),
+        "{stderr}"
+    );
+}

@@ -382,6 +382,8 @@ impl SchedulerApi for ControlApi {
         )
         .await
         .map_err(|_| Status::unavailable(format!("agent {} did not answer", req.agent_id)))??;
+        // The next ResourceStatus must show the lease (read your own writes).
+        self.s.registry.refresh_agent(&req.agent_id).await;
         self.s.wake.notify_one();
         Ok(Response::new(pb::AllocateResourcesResponse {
             lease: Some(lease(&req.agent_id, l)),
@@ -398,6 +400,7 @@ impl SchedulerApi for ControlApi {
         let released = tokio::time::timeout(AGENT_CALL, c.deallocate_lease(&req.lease_id))
             .await
             .map_err(|_| Status::unavailable(format!("agent {} did not answer", req.agent_id)))??;
+        self.s.registry.refresh_agent(&req.agent_id).await;
         self.s.wake.notify_one();
         Ok(Response::new(pb::DeallocateResourcesResponse { released }))
     }

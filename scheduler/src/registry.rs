@@ -10,6 +10,7 @@ use aitbc_protocol::{Keypair, PublicKey};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -60,6 +61,9 @@ pub struct AgentView {
     pub status: Option<apb::AgentStatus>,
     pub inventory: Option<apb::Inventory>,
     pub leases: Vec<apb::Lease>,
+    /// Sequence number of the health check this view shows (a check started earlier than the
+    /// one shown, finishing later, is dropped rather than overwrite newer state).
+    pub probe_seq: u64,
 }
 
 impl AgentView {
@@ -77,6 +81,7 @@ pub struct Registry {
     key: Keypair,
     agents: RwLock<BTreeMap<String, AgentView>>,
     loss_checks: u32,
+    probes_started: AtomicU64,
 }
 
 fn channel(endpoint: &str) -> Result<Channel, String> {
@@ -92,9 +97,7 @@ fn channel(endpoint: &str) -> Result<Channel, String> {
         .connect_lazy())
 }
 
-async fn probe(
-    mut client: AgentClient,
-) -> Result<(apb::AgentStatus, apb::Inventory, Vec<apb::Lease>), String> {
+async fn probe(mut client: AgentClient) -> Probe {
     let t = |e: tokio::time::error::Elapsed| e.to_string();
     let status = tokio::time::timeout(CALL_TIMEOUT, client.status())
         .await
@@ -111,6 +114,41 @@ async fn probe(
     Ok((status, inventory, leases))
 }
 
+type Probe = Result<(apb::AgentStatus, apb::Inventory, Vec<apb::Lease>), String>;
+
+/// Records the outcome of health check number `seq` in the agent's view, unless the view already
+/// shows a check that started later.
+fn apply_probe(a: &mut AgentView, id: &str, seq: u64, result: Probe) {
+    if seq <= a.probe_seq {
+        return;
+    }
+    a.probe_seq = seq;
+    match result {
+        Ok((status, inventory, leases)) => {
+            let key = status.agent_key.parse::<PublicKey>().ok();
+            if !a.healthy {
+                tracing::info!(agent = %id, "agent is healthy");
+            }
+            a.key = key;
+            a.healthy = true;
+            a.failures = 0;
+            a.last_error.clear();
+            a.last_seen_ms = now_ms();
+            a.status = Some(status);
+            a.inventory = Some(inventory);
+            a.leases = leases;
+        }
+        Err(e) => {
+            a.failures = a.failures.saturating_add(1);
+            if a.healthy {
+                tracing::warn!(agent = %id, error = %e, "agent health check failed");
+            }
+            a.healthy = false;
+            a.last_error = e;
+        }
+    }
+}
+
 impl Registry {
     pub fn new(source: Arc<dyn AgentSource>, key: Keypair, loss_checks: u32) -> Registry {
         Registry {
@@ -118,6 +156,7 @@ impl Registry {
             key,
             agents: RwLock::new(BTreeMap::new()),
             loss_checks: loss_checks.max(1),
+            probes_started: AtomicU64::new(0),
         }
     }
 
@@ -166,6 +205,7 @@ impl Registry {
                                     status: None,
                                     inventory: None,
                                     leases: vec![],
+                                    probe_seq: 0,
                                 },
                             );
                         }
@@ -177,44 +217,41 @@ impl Registry {
                 if let Some(a) = agents.get(&ep.agent_id) {
                     let client = a.client.clone();
                     let id = ep.agent_id.clone();
-                    probes.spawn(async move { (id, probe(client).await) });
+                    let seq = self.next_probe_seq();
+                    probes.spawn(async move { (id, seq, probe(client).await) });
                 }
             }
         }
         while let Some(joined) = probes.join_next().await {
-            let Ok((id, result)) = joined else { continue };
+            let Ok((id, seq, result)) = joined else {
+                continue;
+            };
             let mut agents = self.agents.write();
             let Some(a) = agents.get_mut(&id) else {
                 continue;
             };
-            match result {
-                Ok((status, inventory, leases)) => {
-                    let key = status.agent_key.parse::<PublicKey>().ok();
-                    if !a.healthy {
-                        tracing::info!(agent = %id, "agent is healthy");
-                    }
-                    a.key = key;
-                    a.healthy = true;
-                    a.failures = 0;
-                    a.last_error.clear();
-                    a.last_seen_ms = now_ms();
-                    a.status = Some(status);
-                    a.inventory = Some(inventory);
-                    a.leases = leases;
-                }
-                Err(e) => {
-                    a.failures = a.failures.saturating_add(1);
-                    if a.healthy {
-                        tracing::warn!(agent = %id, error = %e, "agent health check failed");
-                    }
-                    a.healthy = false;
-                    a.last_error = e;
-                }
-            }
+            apply_probe(a, &id, seq, result);
             if let (Some(records), Some(key)) = (&records, a.key) {
                 a.record = records.iter().find(|r| r.key == key).cloned();
             }
         }
+    }
+
+    /// Health-checks one known agent now (after a call that changed it, such as a lease), so that
+    /// the next read shows the change: read your own writes. Its on-chain record is kept.
+    pub async fn refresh_agent(&self, agent_id: &str) {
+        let Some(client) = self.get(agent_id).map(|a| a.client) else {
+            return;
+        };
+        let seq = self.next_probe_seq();
+        let result = probe(client).await;
+        if let Some(a) = self.agents.write().get_mut(agent_id) {
+            apply_probe(a, agent_id, seq, result);
+        }
+    }
+
+    fn next_probe_seq(&self) -> u64 {
+        self.probes_started.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn snapshot(&self) -> Vec<AgentView> {
@@ -248,5 +285,52 @@ impl Registry {
             a.healthy = false;
             a.last_error = error.to_string();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> AgentView {
+        let ch = channel("127.0.0.1:9").expect("endpoint");
+        AgentView {
+            agent_id: "a".into(),
+            endpoint: "127.0.0.1:9".into(),
+            client: AgentClient::new(ch, Keypair::generate()),
+            key: None,
+            record: None,
+            healthy: false,
+            failures: 0,
+            last_error: "not checked yet".into(),
+            last_seen_ms: 0,
+            status: None,
+            inventory: None,
+            leases: vec![],
+            probe_seq: 0,
+        }
+    }
+
+    fn with_leases(n: usize) -> Probe {
+        let lease = apb::Lease::default();
+        Ok((
+            apb::AgentStatus::default(),
+            apb::Inventory::default(),
+            vec![lease; n],
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_check_that_started_earlier_never_overwrites_a_newer_one() {
+        let mut a = view();
+        // Check 2 (after an allocation) lands first, then the periodic check 1 that began before it.
+        apply_probe(&mut a, "a", 2, with_leases(1));
+        apply_probe(&mut a, "a", 1, with_leases(0));
+        assert_eq!(a.leases.len(), 1);
+        assert!(a.healthy);
+        apply_probe(&mut a, "a", 3, Err("down".into()));
+        assert!(!a.healthy);
+        assert_eq!(a.last_error, "down");
+        assert_eq!(a.failures, 1);
     }
 }

@@ -324,11 +324,12 @@ impl Env {
                 .to_string(),
             "--max-attempts".into(),
             "3".into(),
-            "--agent-refresh-ms".into(),
-            "300".into(),
             "--job-grace-secs".into(),
             "10".into(),
         ];
+        if !extra.contains(&"--agent-refresh-ms") {
+            args.extend(["--agent-refresh-ms".into(), "300".into()]);
+        }
         for a in &self.agents {
             args.push("--agent".into());
             args.push(format!("{}=http://127.0.0.1:{}", a.id, a.port));
@@ -764,25 +765,18 @@ async fn training_job_needs_two_free_gpus_and_big_job_stays_pending() {
         .lease
         .unwrap();
     assert_eq!(lease.gpu_indexes.len(), 1);
-    // The scheduler sees the lease at its next refresh of the agent.
-    let start = Instant::now();
-    loop {
-        let status = api
-            .resource_status(spb::ResourceStatusRequest {
-                agent_id: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(status.agents.len(), 2);
-        let a_status = status.agents.iter().find(|x| x.agent_id == "a").unwrap();
-        if a_status.leases.len() == 1 {
-            assert_eq!(a_status.inventory.as_ref().unwrap().gpus_free, 1);
-            break;
-        }
-        assert!(start.elapsed() < WAIT, "lease not visible: {a_status:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The next status shows the lease at once (read your own writes), not at the next refresh.
+    let status = api
+        .resource_status(spb::ResourceStatusRequest {
+            agent_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.agents.len(), 2);
+    let a_status = status.agents.iter().find(|x| x.agent_id == "a").unwrap();
+    assert_eq!(a_status.leases.len(), 1, "lease not visible: {a_status:?}");
+    assert_eq!(a_status.inventory.as_ref().unwrap().gpus_free, 1);
     let util = api
         .resource_utilization(spb::ResourceUtilizationRequest {
             agent_id: "b".into(),
@@ -878,6 +872,75 @@ async fn training_job_needs_two_free_gpus_and_big_job_stays_pending() {
 
 /// kill -9 of the agent running a job: the job moves to another agent of the same provider and
 /// settles; with no agent left, it is refunded once its deadline passes.
+/// Read your own writes: with health checks a minute apart, an allocation shows in the very next
+/// ResourceStatus, and a release too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocation_is_visible_to_the_next_status_call() {
+    let mut env = Env::new().await;
+    let provider = env.provider.clone();
+    env.agent("a", &provider, Serves::AnyProvider, 2).await;
+    env.start_scheduler_with(&["--agent-refresh-ms", "60000"]);
+    let mut api = env.api().await;
+    let start = Instant::now();
+    loop {
+        let agents = api
+            .list_agents(spb::ListAgentsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .agents;
+        if agents.len() == 1 && agents[0].healthy && agents[0].registered {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "agent not healthy: {agents:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = |api: &mut SchedulerClient<Channel>| {
+        let mut api = api.clone();
+        async move {
+            api.resource_status(spb::ResourceStatusRequest {
+                agent_id: "a".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .agents
+            .remove(0)
+        }
+    };
+    let lease = api
+        .allocate_resources(spb::AllocateResourcesRequest {
+            agent_id: "a".into(),
+            holder: provider.address().to_string(),
+            gpus: 1,
+            memory_mib: 0,
+            duration_secs: 600,
+            lease_id: "ryw-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+        .unwrap();
+    let a = status(&mut api).await;
+    assert_eq!(a.leases.len(), 1, "lease not visible: {a:?}");
+    assert_eq!(a.leases[0].lease_id, lease.lease_id);
+    assert_eq!(a.inventory.as_ref().unwrap().gpus_free, 1);
+    assert!(
+        api.deallocate_resources(spb::DeallocateResourcesRequest {
+            agent_id: "a".into(),
+            lease_id: lease.lease_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .released
+    );
+    let a = status(&mut api).await;
+    assert!(a.leases.is_empty(), "release not visible: {a:?}");
+    assert_eq!(a.inventory.as_ref().unwrap().gpus_free, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_agent_job_moves_to_another_agent_or_is_refunded() {
     let mut env = Env::new().await;

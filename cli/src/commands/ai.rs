@@ -173,7 +173,7 @@ fn chain_lines(r: &mut Report, j: &Job) {
             .map(|k| k.to_hex())
             .unwrap_or_else(|| "-".into()),
     );
-    r.field("escrow", format!("{} AIT", j.escrow))
+    r.amount("escrow", j.escrow)
         .field("deadline_height", j.deadline_height);
 }
 
@@ -395,17 +395,9 @@ pub async fn metrics(ctx: &Ctx, agent_id: &str, p: Period) -> Result<Report> {
         .await?
         .into_inner()
         .agents;
-    let Some(a) = agents.iter().find(|a| a.agent_id == agent_id) else {
-        let known: Vec<&str> = agents.iter().map(|a| a.agent_id.as_str()).collect();
-        bail!(
-            "unknown agent {agent_id}; the scheduler knows: {}",
-            if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            }
-        );
-    };
+    let a = crate::commands::resource::find_agent(&agents, agent_id)
+        .ok_or_else(|| crate::commands::resource::unknown_agent(&agents, agent_id))?;
+    let agent_id = a.agent_id.as_str();
     let mut r = ctx.report();
     r.field("agent_id", agent_id)
         .field("period", p.as_str())

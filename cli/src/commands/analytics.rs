@@ -5,7 +5,7 @@ use crate::commands::marketplace::{listing, need};
 use crate::commands::transaction::parse_hash;
 use crate::commands::wallet::describe;
 use crate::context::Ctx;
-use crate::output::{percentile, Report};
+use crate::output::{percentile, with_amounts, Report};
 use crate::period::Period;
 use crate::scan;
 use aitbc_protocol::client::ChainClient;
@@ -168,7 +168,10 @@ async fn revenue(ctx: &Ctx, m: &MarketplaceArgs, p: Period) -> Result<Report> {
                     "settlement: {id} block: {} paid: {paid} AIT fee: {fee} AIT",
                     t.receipt.height
                 ),
-                json!({"id": id, "block": t.receipt.height, "paid": paid, "fee": fee}),
+                with_amounts(
+                    json!({"id": id, "block": t.receipt.height, "paid": paid, "fee": fee}),
+                    &[("paid", *paid), ("fee", *fee)],
+                ),
             );
         }
     }
@@ -178,12 +181,10 @@ async fn revenue(ctx: &Ctx, m: &MarketplaceArgs, p: Period) -> Result<Report> {
         .iter()
         .fold(Amount::ZERO, |a, l| add(a, l.revenue));
     r.field("settlements_count", n)
-        .field("gross", format!("{} AIT", add(paid_sum, fees)))
-        .field("fees", format!("{fees} AIT"));
-    r.field("revenue", format!("{paid_sum} AIT")).field(
-        "lifetime_revenue_active_listings",
-        format!("{lifetime} AIT"),
-    );
+        .amount("gross", add(paid_sum, fees))
+        .amount("fees", fees);
+    r.amount("revenue", paid_sum)
+        .amount("lifetime_revenue_active_listings", lifetime);
     Ok(r)
 }
 
@@ -206,7 +207,8 @@ async fn volume(ctx: &Ctx, p: Period) -> Result<Report> {
     let mut r = ctx.report();
     r.field("period", p.as_str())
         .field("settlements", n)
-        .data("volume", vol);
+        .data("volume", vol)
+        .amount_fields("volume", vol);
     // Contract: the volume as a bare number on the last line.
     r.text(vol.to_string());
     Ok(r)
@@ -1036,7 +1038,7 @@ async fn debug(ctx: &Ctx, id: &str) -> Result<Report> {
             .field("sender", t.sender_address().to_string())
             .field("sender_key", t.sender.to_hex());
         r.field("nonce", t.nonce)
-            .field("fee", format!("{} AIT", t.fee))
+            .amount("fee", t.fee)
             .field("action", t.action.name());
         r.field("signature_valid", stx.verify_signature().is_ok());
         r.field(
@@ -1049,7 +1051,7 @@ async fn debug(ctx: &Ctx, id: &str) -> Result<Report> {
         r.data("action_detail", &t.action);
     }
     if let Ok(rc) = borsh::from_slice::<TxReceipt>(&info.receipt) {
-        r.field("fee_paid", format!("{} AIT", rc.fee_paid));
+        r.amount("fee_paid", rc.fee_paid);
         for e in &rc.events {
             r.row(
                 "events",

@@ -4,7 +4,7 @@
 use crate::cli::{Action as A, MarketplaceArgs};
 use crate::commands::marketplace::{listing, need};
 use crate::context::Ctx;
-use crate::output::Report;
+use crate::output::{with_amounts, Report};
 use crate::period::Period;
 use crate::scan::{self, Window};
 use aitbc_protocol::client::ChainClient;
@@ -558,7 +558,10 @@ fn payment_verify(r: &mut Report, f: &Facts) {
                 "payment: {id} amount: {amount} AIT status: {state} trace: {detail}{}",
                 if ok { "" } else { " MISMATCH" }
             ),
-            json!({"id": id, "amount": amount, "status": state, "trace": detail, "ok": ok}),
+            with_amounts(
+                json!({"id": id, "amount": amount, "status": state, "trace": detail, "ok": ok}),
+                &[("amount", amount)],
+            ),
         );
     }
     r.check(

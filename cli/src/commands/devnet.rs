@@ -11,6 +11,7 @@ use aitbc_protocol::agent_pb;
 use aitbc_protocol::client::ChainClient;
 use aitbc_protocol::model::Genesis;
 use aitbc_protocol::registration::verify_registration;
+use aitbc_protocol::scheduler_pb as spb;
 use aitbc_protocol::tx::Action;
 use aitbc_protocol::{Address, Amount, Keypair, PublicKey};
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -24,6 +25,8 @@ pub const GENESIS_OPS: &str = "genesis-ops";
 /// The scheduler pays fees for AssignJob, ReportResult and settlement; devnet tops it up.
 const SCHEDULER_FUNDS: Amount = Amount(10_000_000_000);
 const SCHEDULER_FUNDS_MIN: Amount = Amount(100_000_000);
+/// How long `up` waits for the agents to be health-checked and registered before it returns.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Proc {
@@ -109,6 +112,12 @@ pub fn find_bin(name: &str) -> Result<PathBuf> {
         "cannot find `{name}` next to aitbc-cli ({}) or on PATH; build it with `cargo build --workspace --bins`",
         exe_dir.map(|d| d.display().to_string()).unwrap_or_else(|| "?".into())
     )
+}
+
+/// The name of the devnet's `i`-th agent (from 0): `gpu-worker-1`, `gpu-worker-2`, … as the old
+/// scripts address them.
+pub fn agent_name(i: usize) -> String {
+    format!("gpu-worker-{}", i + 1)
 }
 
 fn free_port() -> Result<u16> {
@@ -278,6 +287,85 @@ async fn wait_scheduler(url: &str, timeout: Duration, log: &Path) -> Result<()> 
     }
 }
 
+/// Why an agent is not ready for jobs yet (known to the scheduler, health-checked, registered on
+/// chain, inventory read), or `None` when it is.
+pub fn agent_not_ready(info: Option<&spb::AgentInfo>) -> Option<String> {
+    let Some(a) = info else {
+        return Some("not known to the scheduler yet".into());
+    };
+    if !a.healthy {
+        let why = if a.last_error.is_empty() {
+            "not checked yet"
+        } else {
+            a.last_error.as_str()
+        };
+        return Some(format!("not healthy yet: {why}"));
+    }
+    if !a.registered {
+        return Some("not registered on chain yet".into());
+    }
+    if a.inventory.is_none() {
+        return Some("no GPU inventory yet".into());
+    }
+    None
+}
+
+/// What is still starting, one `NAME (why)` per part; empty when everything is ready.
+pub fn still_starting(
+    expected_agents: &[String],
+    agents: &[spb::AgentInfo],
+    nodes_down: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = nodes_down
+        .iter()
+        .map(|n| format!("{n} (not answering yet)"))
+        .collect();
+    for id in expected_agents {
+        if let Some(why) = agent_not_ready(agents.iter().find(|a| &a.agent_id == id)) {
+            out.push(format!("{id} ({why})"));
+        }
+    }
+    out
+}
+
+/// One look at the devnet: the parts [`still_starting`] names.
+async fn readiness(state: &DevnetState, scheduler_url: &str) -> Vec<String> {
+    let mut nodes_down = Vec::new();
+    for (i, url) in state.rpc_urls().iter().enumerate() {
+        let up = match ChainClient::connect(url).await {
+            Ok(c) => c.status().await.is_ok(),
+            Err(_) => false,
+        };
+        if !up {
+            nodes_down.push(format!("validator-{i}"));
+        }
+    }
+    let agents =
+        match spb::scheduler_client::SchedulerClient::connect(scheduler_url.to_string()).await {
+            Ok(mut s) => s
+                .list_agents(spb::ListAgentsRequest {})
+                .await
+                .map(|r| r.into_inner().agents)
+                .unwrap_or_default(),
+            Err(_) => vec![],
+        };
+    let expected: Vec<String> = state.agents.iter().map(|a| a.id.clone()).collect();
+    still_starting(&expected, &agents, &nodes_down)
+}
+
+/// Waits until every validator answers and the scheduler has health-checked every agent and
+/// matched it to its on-chain registration; returns what is still starting after `timeout`.
+async fn wait_ready(state: &DevnetState, scheduler_url: &str, timeout: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let pending = readiness(state, scheduler_url).await;
+        if pending.is_empty() || start.elapsed() > timeout {
+            return pending;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn genesis_password(ctx: &Ctx, a: &DevnetUpArgs) -> Result<String> {
     if let Some(p) = &a.genesis_password {
         return Ok(p.clone());
@@ -371,7 +459,7 @@ pub async fn up(ctx: &Ctx, a: &DevnetUpArgs) -> Result<Report> {
         let mut agents = Vec::new();
         for i in 0..a.agents {
             agents.push(AgentPorts {
-                id: format!("agent-{i}"),
+                id: agent_name(i),
                 grpc: free_port()?,
                 metrics: free_port()?,
             });
@@ -613,6 +701,7 @@ async fn start_all(
     state.processes.push(p);
     state.save(dir)?;
     wait_scheduler(&surl, Duration::from_secs(30), &log).await?;
+    let pending = wait_ready(state, &surl, READY_TIMEOUT).await;
     for p in &state.processes {
         r.row(
             "processes",
@@ -629,7 +718,24 @@ async fn start_all(
     r.field("node", &rpc0)
         .field("scheduler", &surl)
         .field("genesis_ops", ops_addr.to_string());
+    report_readiness(r, &pending);
     Ok(())
+}
+
+/// `ready: true`, or `ready: false` and one `starting: NAME (why)` line per part still starting.
+fn report_readiness(r: &mut Report, pending: &[String]) {
+    r.field("ready", pending.is_empty());
+    r.list("starting");
+    for p in pending {
+        r.row("starting", format!("starting: {p}"), p);
+    }
+    if !pending.is_empty() {
+        eprintln!(
+            "the devnet is up but {} part(s) were still starting after {}s; `aitbc-cli resource status` shows the agents",
+            pending.len(),
+            READY_TIMEOUT.as_secs()
+        );
+    }
 }
 
 /// SIGTERM to every recorded process (scheduler and agents first), then SIGKILL after `grace`.
@@ -746,4 +852,60 @@ pub async fn status(ctx: &Ctx, dir: Option<&Path>) -> Result<Report> {
         ));
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str, healthy: bool, registered: bool, inventory: bool) -> spb::AgentInfo {
+        spb::AgentInfo {
+            agent_id: name.into(),
+            healthy,
+            registered,
+            last_error: if healthy {
+                String::new()
+            } else {
+                "not checked yet".into()
+            },
+            inventory: inventory.then(spb::InventorySummary::default),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn agents_are_named_as_the_old_scripts_address_them() {
+        assert_eq!(agent_name(0), "gpu-worker-1");
+        assert_eq!(agent_name(1), "gpu-worker-2");
+    }
+
+    #[test]
+    fn up_waits_for_every_agent_to_be_checked_and_registered() {
+        let expected = vec![agent_name(0), agent_name(1)];
+        let ready = vec![
+            agent("gpu-worker-1", true, true, true),
+            agent("gpu-worker-2", true, true, true),
+        ];
+        assert!(still_starting(&expected, &ready, &[]).is_empty());
+        let starting = vec![
+            agent("gpu-worker-1", false, false, false),
+            agent("gpu-worker-2", true, false, true),
+        ];
+        assert_eq!(
+            still_starting(&expected, &starting, &["validator-2".into()]),
+            vec![
+                "validator-2 (not answering yet)",
+                "gpu-worker-1 (not healthy yet: not checked yet)",
+                "gpu-worker-2 (not registered on chain yet)",
+            ]
+        );
+        assert_eq!(
+            still_starting(&expected, &ready[..1], &[]),
+            vec!["gpu-worker-2 (not known to the scheduler yet)"]
+        );
+        assert_eq!(
+            agent_not_ready(Some(&agent("x", true, true, false))).as_deref(),
+            Some("no GPU inventory yet")
+        );
+    }
 }

@@ -4,7 +4,7 @@
 use crate::cli::{Action as A, MarketplaceArgs, Strategy};
 use crate::commands::{analytics, audit, load};
 use crate::context::{created_id, Ctx};
-use crate::output::Report;
+use crate::output::{with_amounts, Report};
 use aitbc_protocol::client::{ChainClient, ClientError};
 use aitbc_protocol::model::{Bid, BidStatus, Listing};
 use aitbc_protocol::tx::{object_id, Action, Runtime};
@@ -66,17 +66,26 @@ pub async fn run(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
     }
 }
 
-/// `k:v,k:v` into pairs.
+/// `k:v,k:v` into pairs. A segment without a colon continues the previous value, so a value may
+/// hold commas: `data_format:csv,json,xml,output_format:reports` is two parameters.
 pub fn parse_parameters(s: &str) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
+    let mut out: Vec<(String, String)> = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once(':').ok_or_else(|| {
-            anyhow!("--parameters {s:?}: {part:?} is not key:value (write \"k:v,k:v\")")
-        })?;
-        if k.trim().is_empty() {
-            bail!("--parameters {s:?}: a key is empty");
+        match (part.split_once(':'), out.last_mut()) {
+            (Some((k, v)), _) => {
+                if k.trim().is_empty() {
+                    bail!("--parameters {s:?}: a key is empty (write \"k:v,k:v\")");
+                }
+                out.push((k.trim().to_string(), v.trim().to_string()));
+            }
+            (None, Some((_, v))) => {
+                v.push(',');
+                v.push_str(part);
+            }
+            (None, None) => {
+                bail!("--parameters {s:?}: it starts with {part:?}, which is not key:value (write \"k:v,k:v\")")
+            }
         }
-        out.push((k.trim().to_string(), v.trim().to_string()));
     }
     Ok(out)
 }
@@ -117,11 +126,12 @@ pub fn listing_line(l: &Listing) -> String {
 }
 
 pub fn listing_json(l: &Listing) -> serde_json::Value {
-    json!({
+    let v = json!({
         "service_id": l.id, "name": l.name, "type": l.service_type.as_str(), "price": l.price,
         "provider": l.owner, "description": l.description, "parameters": l.parameters,
         "active": l.active, "bids": l.bids, "jobs": l.jobs, "revenue": l.revenue, "created_height": l.created_height,
-    })
+    });
+    with_amounts(v, &[("price", l.price), ("revenue", l.revenue)])
 }
 
 pub fn bid_line(b: &Bid) -> String {
@@ -136,7 +146,8 @@ pub fn bid_line(b: &Bid) -> String {
 }
 
 pub fn bid_json(b: &Bid) -> serde_json::Value {
-    json!({"bid_id": b.id, "service_id": b.listing_id, "bidder": b.bidder, "amount": b.amount, "status": b.status.as_str(), "created_height": b.created_height})
+    let v = json!({"bid_id": b.id, "service_id": b.listing_id, "bidder": b.bidder, "amount": b.amount, "status": b.status.as_str(), "created_height": b.created_height});
+    with_amounts(v, &[("amount", b.amount)])
 }
 
 async fn create(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
@@ -181,7 +192,7 @@ async fn create(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
     r.field("service_id", &id)
         .field("name", name)
         .field("type", service_type.as_str())
-        .field("price", format!("{price} AIT"));
+        .amount("price", price);
     r.field("provider", key.address().to_string());
     ctx.report_sent(&mut r, &sent);
     Ok(r)
@@ -190,7 +201,8 @@ async fn create(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
 async fn list(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
     let chain = ctx.chain().await?;
     let q = m.query.clone().unwrap_or_default();
-    let mut listings = chain.listings(&q, None).await?;
+    // Word search is done here, over all active listings (the node matches one literal substring).
+    let mut listings = crate::search::rank(&q, chain.listings("", None).await?);
     if let Some(t) = m.service_type {
         listings.retain(|l| l.service_type == t);
     }
@@ -269,7 +281,7 @@ async fn bid(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
     let mut r = ctx.report();
     r.field("bid_id", &id)
         .field("service_id", sid)
-        .field("amount", format!("{amount} AIT"))
+        .amount("amount", amount)
         .field("status", "pending");
     ctx.report_sent(&mut r, &sent);
     Ok(r)
@@ -391,7 +403,7 @@ async fn settle_payment(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
     let mut r = ctx.report();
     r.field("bid_id", &b.id)
         .field("service_id", sid)
-        .field("amount", format!("{} AIT", b.amount));
+        .amount("amount", b.amount);
     if let Some(rc) = sent.receipt() {
         for e in &rc.events {
             if let aitbc_protocol::model::Event::BidSettled {
@@ -402,8 +414,8 @@ async fn settle_payment(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
             } = e
             {
                 r.field("provider", provider.to_string())
-                    .field("paid", format!("{paid} AIT"))
-                    .field("fee_burned", format!("{fee_burned} AIT"));
+                    .amount("paid", *paid)
+                    .amount("fee_burned", *fee_burned);
             }
         }
     }
@@ -459,7 +471,7 @@ async fn update(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
     let mut r = ctx.report();
     r.field("service_id", sid);
     if let Some(p) = m.price {
-        r.field("price", format!("{p} AIT"));
+        r.amount("price", p);
     }
     ctx.report_sent(&mut r, &sent);
     Ok(r)
@@ -481,9 +493,9 @@ async fn pricing(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
             "dynamic"
         },
     );
-    r.field("current_price", format!("{} AIT", l.price));
+    r.amount("current_price", l.price);
     if strategy == Strategy::Fixed {
-        r.field("suggested_price", format!("{} AIT", l.price));
+        r.amount("suggested_price", l.price);
         return Ok(r);
     }
     let since = crate::period::Period::H24.since_ms(crate::keystore::now_ms());
@@ -537,7 +549,7 @@ async fn pricing(ctx: &Ctx, m: &MarketplaceArgs) -> Result<Report> {
             .unwrap_or_else(|| "unknown (no scheduler reachable)".into()),
     );
     r.field("factor", format!("{factor:.3}"));
-    r.field("suggested_price", format!("{suggested} AIT"));
+    r.amount("suggested_price", suggested);
     if m.apply {
         let wallet = need(&m.wallet, "--wallet", "pricing --apply")?;
         if suggested == l.price {
@@ -580,6 +592,28 @@ mod tests {
             .to_string()
             .contains("key:value"));
         assert!(parse_parameters(":x").is_err());
+        assert!(parse_parameters("a:1,:x").is_err());
+    }
+
+    #[test]
+    fn a_segment_without_a_colon_continues_the_previous_value() {
+        // The old scripts' command line, verbatim.
+        assert_eq!(
+            parse_parameters("data_format:csv,json,xml,output_format:reports").unwrap(),
+            vec![
+                ("data_format".into(), "csv,json,xml".into()),
+                ("output_format".into(), "reports".into())
+            ]
+        );
+        assert_eq!(
+            parse_parameters("models:a, b ,,c").unwrap(),
+            vec![("models".into(), "a,b,c".into())]
+        );
+        // Only the first colon splits: the rest belongs to the value.
+        assert_eq!(
+            parse_parameters("url:http://x:80").unwrap(),
+            vec![("url".into(), "http://x:80".into())]
+        );
     }
 
     #[test]

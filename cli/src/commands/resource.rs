@@ -23,7 +23,31 @@ fn lease_json(l: &spb::Lease) -> serde_json::Value {
     json!({"allocation_id": l.lease_id, "agent_id": l.agent_id, "holder": l.holder, "gpu_indexes": l.gpu_indexes, "memory_mib": l.memory_mib, "created_at_ms": l.created_at_ms, "expires_at_ms": l.expires_at_ms})
 }
 
-async fn known_agent(
+/// The agent `id` names: its name (`gpu-worker-1`) or its key (hex, any case).
+pub fn find_agent<'a>(agents: &'a [spb::AgentInfo], id: &str) -> Option<&'a spb::AgentInfo> {
+    let id = id.trim();
+    agents.iter().find(|a| a.agent_id == id).or_else(|| {
+        agents
+            .iter()
+            .find(|a| !a.agent_key.is_empty() && a.agent_key.eq_ignore_ascii_case(id))
+    })
+}
+
+/// The error for an agent nobody knows, naming the ones the scheduler does know.
+pub fn unknown_agent(agents: &[spb::AgentInfo], id: &str) -> anyhow::Error {
+    let names: Vec<&str> = agents.iter().map(|a| a.agent_id.as_str()).collect();
+    anyhow!(
+        "unknown agent {id}; give an agent's name or key (see `aitbc-cli resource status`); the scheduler knows: {}",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
+/// The scheduler's agent named by `id` (name or key).
+pub async fn known_agent(
     s: &mut spb::scheduler_client::SchedulerClient<tonic::transport::Channel>,
     id: &str,
 ) -> Result<spb::AgentInfo> {
@@ -33,20 +57,20 @@ async fn known_agent(
         .map_err(st)?
         .into_inner()
         .agents;
-    let names: Vec<String> = agents.iter().map(|a| a.agent_id.clone()).collect();
-    agents
-        .into_iter()
-        .find(|a| a.agent_id == id)
-        .ok_or_else(|| {
-            anyhow!(
-                "unknown agent {id}; the scheduler knows: {}",
-                if names.is_empty() {
-                    "none".into()
-                } else {
-                    names.join(", ")
-                }
-            )
-        })
+    find_agent(&agents, id)
+        .cloned()
+        .ok_or_else(|| unknown_agent(&agents, id))
+}
+
+/// The agent's name for `id` (name or key), or "" (all agents) for none.
+async fn agent_name(
+    s: &mut spb::scheduler_client::SchedulerClient<tonic::transport::Channel>,
+    id: Option<&String>,
+) -> Result<String> {
+    match id {
+        Some(id) => Ok(known_agent(s, id).await?.agent_id),
+        None => Ok(String::new()),
+    }
 }
 
 pub async fn run(ctx: &Ctx, cmd: &ResourceCmd) -> Result<Report> {
@@ -65,6 +89,7 @@ pub async fn run(ctx: &Ctx, cmd: &ResourceCmd) -> Result<Report> {
                 bail!("--gpu and --duration must be at least 1");
             }
             let a = known_agent(&mut s, agent_id).await?;
+            let agent_id = &a.agent_id;
             let holder = match wallet {
                 Some(w) => ctx.resolve_address(w)?.to_string(),
                 None if !a.owner.is_empty() => a.owner.clone(),
@@ -93,22 +118,34 @@ pub async fn run(ctx: &Ctx, cmd: &ResourceCmd) -> Result<Report> {
                 .field("expires_at_ms", lease.expires_at_ms);
         }
         ResourceCmd::Status { agent_id } => {
-            if let Some(id) = agent_id {
-                known_agent(&mut s, id).await?;
-            }
+            let known = s
+                .list_agents(spb::ListAgentsRequest {})
+                .await
+                .map_err(st)?
+                .into_inner()
+                .agents;
+            let agent_id = match agent_id {
+                Some(id) => find_agent(&known, id)
+                    .ok_or_else(|| unknown_agent(&known, id))?
+                    .agent_id
+                    .clone(),
+                None => String::new(),
+            };
             let resp = s
-                .resource_status(spb::ResourceStatusRequest {
-                    agent_id: agent_id.clone().unwrap_or_default(),
-                })
+                .resource_status(spb::ResourceStatusRequest { agent_id })
                 .await
                 .map_err(st)?
                 .into_inner();
             for a in &resp.agents {
                 let inv = a.inventory.clone().unwrap_or_default();
+                let key = find_agent(&known, &a.agent_id)
+                    .map(|k| k.agent_key.as_str())
+                    .filter(|k| !k.is_empty())
+                    .unwrap_or("-");
                 r.row(
                     "agents",
-                    format!("agent: {} healthy: {} gpus: {} free: {} memory_mib: {} simulated: {}{}", a.agent_id, a.healthy, inv.gpus_total, inv.gpus_free, inv.memory_total_mib, inv.simulated, if a.error.is_empty() { String::new() } else { format!(" error: {}", a.error) }),
-                    json!({"agent_id": a.agent_id, "healthy": a.healthy, "gpus_total": inv.gpus_total, "gpus_free": inv.gpus_free, "memory_total_mib": inv.memory_total_mib, "simulated": inv.simulated, "error": a.error}),
+                    format!("agent: {} healthy: {} gpus: {} free: {} memory_mib: {} simulated: {} key: {key}{}", a.agent_id, a.healthy, inv.gpus_total, inv.gpus_free, inv.memory_total_mib, inv.simulated, if a.error.is_empty() { String::new() } else { format!(" error: {}", a.error) }),
+                    json!({"agent_id": a.agent_id, "agent_key": key, "healthy": a.healthy, "gpus_total": inv.gpus_total, "gpus_free": inv.gpus_free, "memory_total_mib": inv.memory_total_mib, "simulated": inv.simulated, "error": a.error}),
                 );
                 for g in &a.gpus {
                     let state = if g.busy {
@@ -144,6 +181,7 @@ pub async fn run(ctx: &Ctx, cmd: &ResourceCmd) -> Result<Report> {
         ResourceCmd::Utilization {
             period, agent_id, ..
         } => {
+            let agent_id = agent_name(&mut s, agent_id.as_ref()).await?;
             let up = match period {
                 crate::period::Period::D7 | crate::period::Period::D30 => {
                     bail!("agents keep GPU utilization samples for 24h; use --period 5m, 1h or 24h (period {period} asked)")
@@ -152,7 +190,7 @@ pub async fn run(ctx: &Ctx, cmd: &ResourceCmd) -> Result<Report> {
             };
             let resp = s
                 .resource_utilization(spb::ResourceUtilizationRequest {
-                    agent_id: agent_id.clone().unwrap_or_default(),
+                    agent_id,
                     period: up.into(),
                     max_points: 0,
                 })
@@ -190,7 +228,7 @@ pub async fn run(ctx: &Ctx, cmd: &ResourceCmd) -> Result<Report> {
             agent_id,
             allocation_id,
         } => {
-            known_agent(&mut s, agent_id).await?;
+            let agent_id = &known_agent(&mut s, agent_id).await?.agent_id;
             let ids: Vec<String> = match allocation_id {
                 Some(id) => vec![id.clone()],
                 None => {
@@ -241,10 +279,9 @@ pub async fn run(ctx: &Ctx, cmd: &ResourceCmd) -> Result<Report> {
             if !memory_stress {
                 bail!("resource test needs --memory-stress (the only GPU test there is)");
             }
+            let name = agent_name(&mut s, agent_id.as_ref()).await?;
             let st_resp = s
-                .resource_status(spb::ResourceStatusRequest {
-                    agent_id: agent_id.clone().unwrap_or_default(),
-                })
+                .resource_status(spb::ResourceStatusRequest { agent_id: name })
                 .await
                 .map_err(st)?
                 .into_inner();
@@ -302,4 +339,33 @@ pub async fn run(ctx: &Ctx, cmd: &ResourceCmd) -> Result<Report> {
         }
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str, key: &str) -> spb::AgentInfo {
+        spb::AgentInfo {
+            agent_id: name.into(),
+            agent_key: key.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn agent_id_takes_a_name_or_a_key() {
+        let agents = vec![agent("gpu-worker-1", "ab12"), agent("gpu-worker-2", "cd34")];
+        let name = |id: &str| find_agent(&agents, id).map(|a| a.agent_id.as_str());
+        assert_eq!(name("gpu-worker-2"), Some("gpu-worker-2"));
+        assert_eq!(name("cd34"), Some("gpu-worker-2"));
+        assert_eq!(name("AB12"), Some("gpu-worker-1"));
+        assert_eq!(name("gpu-worker-3"), None);
+        assert_eq!(name(""), None);
+        let e = unknown_agent(&agents, "agent-0").to_string();
+        assert!(
+            e.contains("gpu-worker-1, gpu-worker-2") && e.contains("name or key"),
+            "{e}"
+        );
+    }
 }

@@ -40,15 +40,21 @@ pub async fn balance(ctx: &Ctx, name: &str) -> Result<Report> {
     let a = ctx.resolve_address(name)?;
     let chain = ctx.chain().await?;
     let info = chain.account(&a).await?;
+    let balance = node_amount("balance", &info.balance)?;
+    let escrowed = node_amount("escrowed", &info.escrowed)?;
     let mut r = ctx.report();
     r.field("name", name)
         .field("address", a.to_string())
-        .field("balance", format!("{} AIT", info.balance))
-        .field("escrowed", format!("{} AIT", info.escrowed))
+        .amount("balance", balance)
+        .amount("escrowed", escrowed)
         .field("nonce", info.nonce);
-    r.data("balance_ait", &info.balance)
-        .data("escrowed_ait", &info.escrowed);
     Ok(r)
+}
+
+/// An amount the node reports as a decimal string.
+fn node_amount(what: &str, s: &str) -> Result<Amount> {
+    s.parse()
+        .with_context(|| format!("the node reported a {what} of {s:?}, which is not an amount"))
 }
 
 pub async fn send(ctx: &Ctx, from: &str, to: &str, amount: Amount) -> Result<Report> {
@@ -71,7 +77,7 @@ pub async fn send(ctx: &Ctx, from: &str, to: &str, amount: Amount) -> Result<Rep
     let mut r = ctx.report();
     r.field("from", key.address().to_string())
         .field("to", to_addr.to_string())
-        .field("amount", format!("{amount} AIT"));
+        .amount("amount", amount);
     ctx.report_sent(&mut r, &sent);
     Ok(r)
 }
