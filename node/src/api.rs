@@ -1,11 +1,17 @@
 //! The public gRPC API (tonic): submit transactions, query state and blocks, follow commits.
 
+mod bans;
+mod streams;
+
+pub use bans::{ClientBans, ClientConn, BAN, REFUSALS_BEFORE_BAN};
+use streams::{BlockStream, EncodedBlocks};
+pub use streams::{BlockStreamSlot, BlockStreams, BLOCK_STREAM_QUEUE, STALLED_STREAM};
+
 use crate::chain::{Chain, CommittedBlock};
 use crate::index::HistoryPosition;
 use crate::ledger::state::BalanceTotals;
 use crate::ledger::{self, apply_block, keys, BlockContext, TxError};
 use crate::mempool::{MempoolError, SenderState};
-use crate::metrics::NodeMetrics;
 use crate::p2p::PeerNetwork;
 use crate::query_pool::QueryPool;
 use crate::verifier::SigCheck;
@@ -14,12 +20,8 @@ use aitbc_protocol::model::{Account, AgentRecord, Bid, Job, Listing, Totals};
 use aitbc_protocol::pb::{self, chain_server::Chain as ChainApi};
 use aitbc_protocol::tx::SignedTransaction;
 use aitbc_protocol::{Address, Amount, Hash, PublicKey};
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::broadcast::error::RecvError;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 /// Results per `GetAccountHistory` page at most (each one reads and decodes its block).
@@ -35,10 +37,6 @@ pub const SCAN_MAX_BYTES: usize = 8 * 1024 * 1024;
 pub const BLOCK_STREAMS_MAX: usize = 256;
 /// `SubscribeBlocks` streams open at once from one client IP address.
 pub const BLOCK_STREAMS_PER_CLIENT: usize = 32;
-/// Blocks queued for one `SubscribeBlocks` stream: a client that does not read holds at most
-/// this many (full blocks are ~1-2 MiB encoded).
-const BLOCK_STREAM_QUEUE: usize = 4;
-
 #[derive(Clone)]
 pub struct ChainService {
     pub chain: Arc<Chain>,
@@ -48,8 +46,12 @@ pub struct ChainService {
     pub block_time_ms: u64,
     supply: SupplyCache,
     streams: Arc<BlockStreams>,
+    /// Committed blocks in their API form, shared by the streams.
+    encoded: Arc<EncodedBlocks>,
     /// Where the reads that cost more than a lookup run.
     queries: Arc<QueryPool>,
+    /// Client addresses cut off for asking past their limits.
+    bans: Arc<ClientBans>,
 }
 
 /// The last supply audit and the committed height it was computed at.
@@ -67,81 +69,13 @@ type SupplyCache = Arc<tokio::sync::Mutex<Option<(Option<u64>, pb::SupplyInfo)>>
 /// Threads answering the costlier reads, and reads that may wait for them (see
 /// `crate::query_pool`): two threads at background priority, so consensus and admission go first.
 const QUERY_THREADS: usize = 2;
+/// Those reads per second one client address may make by default (`--api-reads-per-second`):
+/// far above what a wallet, the CLI, the scheduler or the operator needs.
+pub const READS_PER_CLIENT: std::num::NonZeroU32 = match std::num::NonZeroU32::new(50) {
+    Some(n) => n,
+    None => panic!("a positive rate"),
+};
 const QUERY_BACKLOG: usize = 256;
-
-/// Open `SubscribeBlocks` streams, in all and per client IP address (`None`: transports without
-/// one). A stream holds a [`BlockStreamSlot`] until it ends.
-pub struct BlockStreams {
-    max: usize,
-    per_client: usize,
-    open: parking_lot::Mutex<(usize, HashMap<Option<IpAddr>, usize>)>,
-    metrics: Arc<NodeMetrics>,
-}
-
-pub struct BlockStreamSlot {
-    streams: Arc<BlockStreams>,
-    client: Option<IpAddr>,
-}
-
-impl BlockStreams {
-    pub fn new(max: usize, per_client: usize, metrics: Arc<NodeMetrics>) -> Arc<BlockStreams> {
-        Arc::new(BlockStreams {
-            max,
-            per_client,
-            open: parking_lot::Mutex::new((0, HashMap::new())),
-            metrics,
-        })
-    }
-
-    /// A slot for one more stream from `client`, or `resource_exhausted` saying which limit.
-    pub fn open(self: &Arc<Self>, client: Option<IpAddr>) -> Result<BlockStreamSlot, Status> {
-        let client = client.map(|ip| ip.to_canonical());
-        let mut open = self.open.lock();
-        let from_client = open.1.get(&client).copied().unwrap_or(0);
-        let refused = if open.0 >= self.max {
-            Some(format!(
-                "this node already serves {} block streams (SubscribeBlocks), its limit; \
-                 retry later or follow another node",
-                self.max
-            ))
-        } else if from_client >= self.per_client {
-            Some(format!(
-                "{} block streams (SubscribeBlocks) already open from {}, the limit per client \
-                 address; close one (each follower or `--wait` holds one) or share one stream",
-                self.per_client,
-                client.map_or("this client".to_string(), |ip| ip.to_string())
-            ))
-        } else {
-            None
-        };
-        if let Some(message) = refused {
-            drop(open);
-            self.metrics.api_block_streams_refused.inc();
-            return Err(Status::resource_exhausted(message));
-        }
-        open.0 += 1;
-        *open.1.entry(client).or_insert(0) += 1;
-        self.metrics.api_block_streams.set(open.0 as u64);
-        Ok(BlockStreamSlot {
-            streams: self.clone(),
-            client,
-        })
-    }
-}
-
-impl Drop for BlockStreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.streams.open.lock();
-        open.0 = open.0.saturating_sub(1);
-        if let Some(n) = open.1.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                open.1.remove(&self.client);
-            }
-        }
-        self.streams.metrics.api_block_streams.set(open.0 as u64);
-    }
-}
 
 /// `GetAccountHistory`'s page token: the position (height, index in block) of a page's last
 /// entry, as hex; the next page starts after it. Opaque to clients.
@@ -298,13 +232,6 @@ pub fn block_info(b: &CommittedBlock) -> pb::BlockInfo {
     }
 }
 
-fn committed_block(b: &CommittedBlock) -> pb::CommittedBlock {
-    pb::CommittedBlock {
-        block: Some(block_info(b)),
-        receipts: b.contents.receipts.iter().map(enc).collect(),
-    }
-}
-
 fn tx_error_status(e: &TxError) -> Status {
     match e {
         TxError::BadSignature
@@ -379,13 +306,16 @@ impl ChainService {
         node_key: PublicKey,
         is_validator: bool,
         block_time_ms: u64,
+        reads_per_client: std::num::NonZeroU32,
     ) -> ChainService {
+        let bans = ClientBans::new(chain.metrics.clone());
         let streams = BlockStreams::new(
             BLOCK_STREAMS_MAX,
             BLOCK_STREAMS_PER_CLIENT,
             chain.metrics.clone(),
         );
         ChainService {
+            encoded: EncodedBlocks::new(),
             chain,
             net,
             node_key,
@@ -393,8 +323,24 @@ impl ChainService {
             block_time_ms,
             supply: SupplyCache::default(),
             streams,
-            queries: QueryPool::start(QUERY_THREADS, QUERY_BACKLOG),
+            queries: QueryPool::start(QUERY_THREADS, QUERY_BACKLOG, reads_per_client, bans.clone()),
+            bans,
         }
+    }
+
+    /// The addresses this API has banned, for the listener to close their connections.
+    pub fn bans(&self) -> Arc<ClientBans> {
+        self.bans.clone()
+    }
+
+    /// Runs a costlier read for `client` on the query threads (see `crate::query_pool`).
+    #[allow(clippy::result_large_err)]
+    async fn read<T: Send + 'static>(
+        &self,
+        client: Option<IpAddr>,
+        read: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        self.queries.run(client, read).await
     }
 
     /// Admits a decoded transaction to the mempool, after the checks that can be made now.
@@ -721,8 +667,6 @@ impl ChainService {
     }
 }
 
-type BlockStream = Pin<Box<dyn Stream<Item = Result<pb::CommittedBlock, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl ChainApi for ChainService {
     async fn submit_transaction(
@@ -840,8 +784,8 @@ impl ChainApi for ChainService {
         request: Request<pb::SearchListingsRequest>,
     ) -> Result<Response<pb::SearchListingsResponse>, Status> {
         let this = self.clone();
-        self.queries
-            .run(move || this.search_listings_now(request))
+        let client = request.remote_addr().map(|a| a.ip());
+        self.read(client, move || this.search_listings_now(request))
             .await?
     }
 
@@ -862,8 +806,8 @@ impl ChainApi for ChainService {
         request: Request<pb::ListBidsRequest>,
     ) -> Result<Response<pb::ListBidsResponse>, Status> {
         let this = self.clone();
-        self.queries
-            .run(move || this.list_bids_now(request))
+        let client = request.remote_addr().map(|a| a.ip());
+        self.read(client, move || this.list_bids_now(request))
             .await?
     }
 
@@ -884,8 +828,8 @@ impl ChainApi for ChainService {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let this = self.clone();
-        self.queries
-            .run(move || this.list_jobs_now(request))
+        let client = request.remote_addr().map(|a| a.ip());
+        self.read(client, move || this.list_jobs_now(request))
             .await?
     }
 
@@ -908,8 +852,8 @@ impl ChainApi for ChainService {
         request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let this = self.clone();
-        self.queries
-            .run(move || this.list_agents_now(request))
+        let client = request.remote_addr().map(|a| a.ip());
+        self.read(client, move || this.list_agents_now(request))
             .await?
     }
 
@@ -918,8 +862,8 @@ impl ChainApi for ChainService {
         request: Request<pb::GetBlockRequest>,
     ) -> Result<Response<pb::BlockInfo>, Status> {
         let this = self.clone();
-        self.queries
-            .run(move || this.get_block_now(request))
+        let client = request.remote_addr().map(|a| a.ip());
+        self.read(client, move || this.get_block_now(request))
             .await?
     }
 
@@ -928,8 +872,8 @@ impl ChainApi for ChainService {
         request: Request<pb::GetAccountHistoryRequest>,
     ) -> Result<Response<pb::GetAccountHistoryResponse>, Status> {
         let this = self.clone();
-        self.queries
-            .run(move || this.get_account_history_now(request))
+        let client = request.remote_addr().map(|a| a.ip());
+        self.read(client, move || this.get_account_history_now(request))
             .await?
     }
 
@@ -1002,46 +946,18 @@ impl ChainApi for ChainService {
     ) -> Result<Response<Self::SubscribeBlocksStream>, Status> {
         // Held by the stream's task: the stream counts until the task ends (the client went
         // away, or the node stops).
-        let slot = self.streams.open(request.remote_addr().map(|a| a.ip()))?;
-        let mut next = request.into_inner().from_height;
-        let chain = self.chain.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(BLOCK_STREAM_QUEUE);
-        tokio::spawn(async move {
-            let _slot = slot;
-            // Subscribe first, then replay from storage, so nothing falls between the two.
-            let mut live = chain.subscribe();
-            loop {
-                // Replay whatever is committed and not yet sent.
-                while let Some(b) = chain
-                    .committed_height()
-                    .filter(|top| next <= *top)
-                    .and_then(|_| chain.block_at(next))
-                {
-                    if tx.send(Ok(committed_block(&b))).await.is_err() {
-                        return;
-                    }
-                    next += 1;
-                }
-                // Waiting for the next commit, notice a client that went away at once (its slot
-                // is released), not only at the next send.
-                let received = tokio::select! {
-                    r = live.recv() => r,
-                    _ = tx.closed() => return,
-                };
-                match received {
-                    Ok(b) if b.contents.header.height == next => {
-                        if tx.send(Ok(committed_block(&b))).await.is_err() {
-                            return;
-                        }
-                        next += 1;
-                    }
-                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+        let client = request.remote_addr().map(|a| a.ip());
+        let slot = self
+            .streams
+            .open(client)
+            .inspect_err(|_| self.bans.refused(client))?;
+        let from = request.into_inner().from_height;
+        Ok(Response::new(streams::serve(
+            slot,
+            from,
+            self.chain.clone(),
+            self.encoded.clone(),
+            self.chain.metrics.clone(),
         )))
     }
 }

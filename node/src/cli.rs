@@ -119,6 +119,11 @@ pub struct RunArgs {
     pub fault_file: Option<PathBuf>,
     #[arg(long, env = "AITBC_MEMPOOL_CAPACITY")]
     pub mempool_capacity: Option<usize>,
+    /// History, search, list and block reads per second one client address may make on the
+    /// public API (bursts of twice that); beyond it they are refused with RESOURCE_EXHAUSTED.
+    /// Raise it for a trusted indexer behind one address.
+    #[arg(long, env = "AITBC_API_READS_PER_SECOND")]
+    pub api_reads_per_second: Option<std::num::NonZeroU32>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -137,6 +142,7 @@ struct FileConfig {
     fault_file: Option<PathBuf>,
     mempool_capacity: Option<usize>,
     allow_peers: Option<Vec<String>>,
+    api_reads_per_second: Option<std::num::NonZeroU32>,
 }
 
 pub fn write_secret(path: &Path, key: &Keypair) -> Result<()> {
@@ -310,6 +316,10 @@ pub fn resolve_run(args: RunArgs) -> Result<aitbc_node::node::NodeConfig> {
             .mempool_capacity
             .or(file.mempool_capacity)
             .unwrap_or(100_000),
+        api_reads_per_client: args
+            .api_reads_per_second
+            .or(file.api_reads_per_second)
+            .unwrap_or(aitbc_node::api::READS_PER_CLIENT),
     })
 }
 

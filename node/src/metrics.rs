@@ -30,6 +30,8 @@ pub struct NodeMetrics {
     /// Public API limits (docs/ARCHITECTURE.md, "Public API").
     pub api_block_streams: Gauge<u64, AtomicU64>,
     pub api_block_streams_refused: Counter,
+    pub api_block_streams_stalled: Counter,
+    pub api_clients_banned: Counter,
     pub api_supply_scans: Counter,
     produce_seconds: Histogram,
     validate_seconds: Histogram,
@@ -64,6 +66,8 @@ impl NodeMetrics {
             proposal_txs_dropped: Counter::default(),
             api_block_streams: Gauge::default(),
             api_block_streams_refused: Counter::default(),
+            api_block_streams_stalled: Counter::default(),
+            api_clients_banned: Counter::default(),
             api_supply_scans: Counter::default(),
             produce_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             validate_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
@@ -159,6 +163,16 @@ impl NodeMetrics {
             "api_block_streams_refused",
             "SubscribeBlocks streams refused at the node's or a client address's limit",
             m.api_block_streams_refused.clone(),
+        );
+        registry.register(
+            "api_block_streams_stalled",
+            "SubscribeBlocks streams closed because their client took no block for 30 s",
+            m.api_block_streams_stalled.clone(),
+        );
+        registry.register(
+            "api_clients_banned",
+            "Client addresses banned for 30 s after 200 refusals within 10 s",
+            m.api_clients_banned.clone(),
         );
         registry.register(
             "api_supply_scans",

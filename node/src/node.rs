@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_stream::StreamExt;
 
 /// Marker key (outside HotStuff's key space) recording which genesis a data dir belongs to.
 const GENESIS_MARKER: &[u8] = b"aitbc/genesis-hash";
@@ -45,6 +46,8 @@ pub struct NodeConfig {
     pub mempool_capacity: usize,
     /// Non-validator keys admitted to the peer network (listener nodes).
     pub allow_peers: Vec<aitbc_protocol::PublicKey>,
+    /// History, search, list and block reads per second one client address may make.
+    pub api_reads_per_client: std::num::NonZeroU32,
 }
 
 impl NodeConfig {
@@ -271,9 +274,17 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, StartError> {
         me,
         is_validator,
         cfg.genesis.block_time_ms,
+        cfg.api_reads_per_client,
     );
+    let bans = api.bans();
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+        // Connections from a banned client address are closed at accept (see `api::ClientBans`).
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener).filter_map(
+            move |accepted| match accepted {
+                Ok(io) => bans.admit(io).map(Ok),
+                Err(e) => Some(Err(e)),
+            },
+        );
         let svc = aitbc_protocol::pb::chain_server::ChainServer::new(api)
             .max_decoding_message_size(16 * 1024 * 1024);
         // Limits per connection (docs/ARCHITECTURE.md, "Public API"); requests beyond them
@@ -400,6 +411,7 @@ mod tests {
             fault_file: None,
             mempool_capacity: 10,
             allow_peers: vec![],
+            api_reads_per_client: crate::api::READS_PER_CLIENT,
         }
     }
 

@@ -204,3 +204,81 @@ async fn hostile_supply_flood_costs_no_account_scan() {
     // call scanned every account).
     assert_eq!(scans().await, 0.0);
 }
+
+/// A client that keeps reading past its budget, many reads at once, is paced, then refused, then
+/// cut off (its connection closed and new ones closed at accept), while a client from another
+/// address is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_a_client_that_ignores_refusals_is_cut_off_and_others_are_served() {
+    let mut net = TestNet::new(1, 0, 100);
+    net.start(0);
+    net.wait_height(0, 1, WAIT).await;
+    let honest = net.client(0).await;
+    let endpoint = format!("http://127.0.0.1:{}", net.nodes[0].rpc);
+    let greedy_addr: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let connect = move || {
+        let endpoint = endpoint.clone();
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint)
+                .unwrap()
+                .local_address(Some(greedy_addr))
+                .connect()
+                .await;
+            channel.map(pb::chain_client::ChainClient::new)
+        }
+    };
+    let ops = net.genesis_ops().address().to_string();
+    let history = move || pb::GetAccountHistoryRequest {
+        address: ops.clone(),
+        limit: 10,
+        page_token: String::new(),
+    };
+    // 256 reads at once on one connection, each repeated until the node stops answering.
+    let greedy = connect().await.unwrap();
+    let loops: Vec<_> = (0..256)
+        .map(|_| {
+            let (mut c, history) = (greedy.clone(), history.clone());
+            tokio::spawn(async move {
+                let (mut served, mut refused) = (0u32, 0u32);
+                let deadline = Instant::now() + WAIT;
+                while Instant::now() < deadline {
+                    match c.get_account_history(history()).await {
+                        Ok(_) => served += 1,
+                        Err(e) if e.code() == tonic::Code::ResourceExhausted => refused += 1,
+                        Err(_) => return Some((served, refused)),
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    let (mut served, mut refused) = (0, 0);
+    for l in loops {
+        let (s, r) = l
+            .await
+            .unwrap()
+            .expect("the greedy client was never cut off");
+        served += s;
+        refused += r;
+    }
+    assert!(served >= 100, "the burst was not served: {served}");
+    assert!(refused >= 100, "cut off before being refused: {refused}");
+    // A new connection from the banned address gets nothing either.
+    let again = match connect().await {
+        Ok(mut c) => c
+            .get_node_status(pb::GetNodeStatusRequest {})
+            .await
+            .map(|_| ()),
+        Err(_) => Ok(()),
+    };
+    assert!(
+        again.is_err(),
+        "a banned address was served on a new connection"
+    );
+    // Another address is served throughout.
+    honest.status().await.unwrap();
+    let page = honest.raw().get_account_history(history()).await;
+    assert!(page.is_ok(), "{page:?}");
+    let http = net.nodes[0].http;
+    assert!(peer::metric(http, "aitbc_node_api_clients_banned_total").await >= 1.0);
+}

@@ -40,7 +40,12 @@ enum Attack {
     SyncFlood,
     StrangerPeers,
     MempoolSpam,
+    /// `api-streams` and `api-queries` together.
     ApiFlood,
+    /// Block subscriptions that are never read, as many as every node will open.
+    ApiStreams,
+    /// History for `u32::MAX` entries, supply audits and listing scans, 16 loops per node.
+    ApiQueries,
 }
 
 #[derive(Parser, Debug)]
@@ -263,8 +268,11 @@ async fn mempool_spam(t: Target, funded: Vec<Keypair>) {
 }
 
 async fn api_flood(t: Target) {
+    tokio::join!(api_streams(t.clone()), api_queries(t));
+}
+
+async fn api_streams(t: Target) {
     let mut tasks = Vec::new();
-    // Streams that are never read, as many as will open.
     for e in &t.rpc {
         let (t, e) = (t.clone(), e.clone());
         tasks.push(tokio::spawn(async move {
@@ -291,7 +299,13 @@ async fn api_flood(t: Target) {
             drop(held);
         }));
     }
-    // Expensive queries, 16 at a time per node.
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn api_queries(t: Target) {
+    let mut tasks = Vec::new();
     let ops = t.ops.address().to_string();
     for e in t.rpc.clone() {
         for _ in 0..16 {
@@ -396,6 +410,8 @@ async fn run_scenario(
                 Attack::StrangerPeers => stranger_peers(t).await,
                 Attack::MempoolSpam => mempool_spam(t, spammers).await,
                 Attack::ApiFlood => api_flood(t).await,
+                Attack::ApiStreams => api_streams(t).await,
+                Attack::ApiQueries => api_queries(t).await,
             }
         })
     });
