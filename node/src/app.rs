@@ -347,19 +347,10 @@ impl LedgerApp {
         let Some(outcome) = self.execute(view, &header, &txs, tx_hashes) else {
             return ValidateBlockResponse::Invalid;
         };
-        if !outcome.envelope_rejected.is_empty() {
-            tracing::warn!(
-                height = header.height,
-                failing = outcome.envelope_rejected.len(),
-                "rejecting block: it carries transactions that fail the envelope check (they would fill it for free)"
-            );
-            return ValidateBlockResponse::Invalid;
-        }
-        if outcome.state_root != header.state_root {
-            tracing::warn!(
-                height = header.height,
-                "rejecting block: state root mismatch"
-            );
+        if let Some(problem) =
+            execution_problem(&outcome.envelope_rejected, outcome.state_root, &header)
+        {
+            tracing::warn!(height = header.height, problem, "rejecting block");
             return ValidateBlockResponse::Invalid;
         }
         self.metrics.observe_validate(started.elapsed());
@@ -466,5 +457,41 @@ impl App<RocksStore> for LedgerApp {
         request: ValidateBlockRequest<RocksStore>,
     ) -> ValidateBlockResponse {
         self.validate(request, false)
+    }
+}
+
+/// Why a block whose execution gave `envelope_rejected` and `state_root` must be refused, if it
+/// must: a transaction that fails the envelope check pays no fee, so a block carrying one would
+/// take block space for free; and the state root must be the one the proposer committed to.
+fn execution_problem(
+    envelope_rejected: &[usize],
+    state_root: Hash,
+    header: &BlockHeader,
+) -> Option<&'static str> {
+    if !envelope_rejected.is_empty() {
+        Some("it carries transactions that fail the envelope check (they would fill it for free)")
+    } else if state_root != header.state_root {
+        Some("state root mismatch")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_a_block_carrying_an_envelope_failure_is_refused() {
+        let header = ExecutedBlock::for_test(3, vec![], vec![]).header;
+        let root = header.state_root;
+        assert_eq!(execution_problem(&[], root, &header), None);
+        assert!(execution_problem(&[0], root, &header).is_some_and(|p| p.contains("envelope")));
+        let other = Hash([9; 32]);
+        assert_ne!(other, root);
+        assert_eq!(
+            execution_problem(&[], other, &header),
+            Some("state root mismatch")
+        );
     }
 }
