@@ -16,6 +16,7 @@ use crate::metrics::NodeMetrics;
 use aitbc_protocol::{Keypair, PublicKey};
 use borsh010::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::{Verifier, VerifyingKey};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use handshake::{proof_bytes, Hello, Side};
 use hotstuff_rs::networking::messages::Message;
 use hotstuff_rs::networking::network::Network;
@@ -24,6 +25,7 @@ use lanes::{Lane, Lanes, PushError};
 use parking_lot::{Mutex, RwLock};
 use policy::PeerPolicy;
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -62,7 +64,10 @@ const GOSSIP_WORKERS: usize = 2;
 /// Block-sync requests one peer may have answered per second (and in a burst). An honest
 /// sync client sends one and waits for its answer; each answer is up to 16 blocks to read,
 /// encode and sign, so a peer flooding requests would otherwise take the node's CPU.
-const SYNC_REQUESTS_PER_SECOND: f64 = 10.0;
+const SYNC_REQUESTS_PER_SECOND: NonZeroU32 = match NonZeroU32::new(10) {
+    Some(n) => n,
+    None => panic!("a positive rate"),
+};
 /// How long a dialer waits before trying a node that refused its key again.
 const REFUSED_DIAL_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -142,8 +147,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Transactions waiting to be gossiped in the next batch.
     gossip_buffer: Mutex<Vec<Vec<u8>>>,
-    /// Block-sync request budget per admitted peer key.
-    sync_budget: Mutex<HashMap<[u8; 32], Bucket>>,
+    /// Block-sync request budget per admitted peer key (a token bucket, `governor`).
+    sync_budget: DefaultKeyedRateLimiter<[u8; 32]>,
     /// Decompressed keys of envelope senders (admitted peers: a handful), so that
     /// authenticating an envelope costs one verification and no point decompression.
     envelope_keys: Mutex<HashMap<[u8; 32], VerifyingKey>>,
@@ -181,24 +186,9 @@ fn is_sync_request(payload: &[u8]) -> bool {
     payload.get(..2) == Some(&[1, 0])
 }
 
-/// A token bucket: `rate` tokens a second, at most `rate` saved up.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn take(&mut self, rate: f64, now: Instant) -> bool {
-        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
-        self.tokens = (self.tokens + refill).min(rate);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+/// [`SYNC_REQUESTS_PER_SECOND`] per peer key, in bursts of as many.
+fn sync_budget() -> DefaultKeyedRateLimiter<[u8; 32]> {
+    RateLimiter::keyed(Quota::per_second(SYNC_REQUESTS_PER_SECOND))
 }
 
 impl PeerNetwork {
@@ -228,7 +218,7 @@ impl PeerNetwork {
             next_id: AtomicU64::new(1),
             gossip_buffer: Mutex::new(Vec::new()),
             envelope_keys: Mutex::new(HashMap::new()),
-            sync_budget: Mutex::new(HashMap::new()),
+            sync_budget: sync_budget(),
         };
         PeerNetwork {
             shared: Arc::new(shared),
@@ -551,18 +541,11 @@ impl PeerNetwork {
 
     /// Takes one block-sync request from `peer`'s budget.
     fn sync_request_allowed(&self, peer: &PublicKey) -> bool {
-        let now = Instant::now();
-        let mut budgets = self.shared.sync_budget.lock();
-        if budgets.len() > MAX_ENVELOPE_KEYS {
-            budgets.clear();
+        let budget = &self.shared.sync_budget;
+        if budget.len() > MAX_ENVELOPE_KEYS {
+            budget.retain_recent();
         }
-        budgets
-            .entry(peer.0)
-            .or_insert(Bucket {
-                tokens: SYNC_REQUESTS_PER_SECOND,
-                at: now,
-            })
-            .take(SYNC_REQUESTS_PER_SECOND, now)
+        budget.check_key(&peer.0).is_ok()
     }
 
     /// Queues a gossip batch for the admission workers, or drops it when they are behind.
@@ -863,24 +846,17 @@ mod tests {
 
     #[test]
     fn hostile_sync_requests_are_rate_limited_per_peer() {
-        let t0 = Instant::now();
-        let mut b = Bucket {
-            tokens: SYNC_REQUESTS_PER_SECOND,
-            at: t0,
-        };
+        let budget = sync_budget();
+        let (flooder, other) = ([1u8; 32], [2u8; 32]);
         let burst = (0..100)
-            .filter(|_| b.take(SYNC_REQUESTS_PER_SECOND, t0))
+            .filter(|_| budget.check_key(&flooder).is_ok())
             .count();
-        assert_eq!(burst, SYNC_REQUESTS_PER_SECOND as usize);
+        assert_eq!(burst, SYNC_REQUESTS_PER_SECOND.get() as usize);
+        // Another peer has a budget of its own.
+        assert!(budget.check_key(&other).is_ok());
         // A tenth of a second later, one more.
-        let t1 = t0 + Duration::from_millis(100);
-        assert!(b.take(SYNC_REQUESTS_PER_SECOND, t1));
-        assert!(!b.take(SYNC_REQUESTS_PER_SECOND, t1));
-        // Idle time does not save up more than a burst.
-        let t2 = t1 + Duration::from_secs(3600);
-        let later = (0..100)
-            .filter(|_| b.take(SYNC_REQUESTS_PER_SECOND, t2))
-            .count();
-        assert_eq!(later, SYNC_REQUESTS_PER_SECOND as usize);
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(budget.check_key(&flooder).is_ok());
+        assert!(budget.check_key(&flooder).is_err());
     }
 }
