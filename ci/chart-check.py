@@ -16,7 +16,11 @@ Run by `make chart-check` (which builds a venv from ci/requirements.txt):
   6. RBAC review: the rendered ClusterRole/Role grant nothing beyond ci/rbac-allowed.yaml
      (a built-in self-test first proves the review rejects a too-broad role);
   7. security defaults of every container, and the gpu-agent contract (ports, labels,
-     simulated vs real GPUs).
+     simulated vs real GPUs);
+  8. key custody: every rendered pod, and every pod `aitbc-operator render` produces for the
+     chart's and the examples' Nodes, meets the restricted Pod Security Standard (no hostPath
+     unless a profile opts in), each chain pod mounts one key, no role lists/watches/deletes
+     Secrets, watchNamespaces renders Roles only, NetworkPolicies are on.
 
 Exit status 0 only when every check passed; a summary is printed last.
 """
@@ -124,18 +128,27 @@ def rbac_violations(role: dict, allowed: set[tuple[str, str, str]]) -> list[str]
     return problems
 
 
+def is_user_role(m: dict) -> bool:
+    return m.get("kind") == "ClusterRole" and (m.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component") == "user-role"
+
+
 def review_rbac(manifests: list[dict], allowed_doc: dict) -> list[str]:
-    """Rendered ClusterRoles against allowed_doc['clusterRole'], Roles against
-    clusterRole+role, bindings only to the chart's own roles."""
+    """Rendered ClusterRoles against allowed_doc['clusterRole'] (the people's roles against
+    allowed_doc['userRoles']), Roles against clusterRole+role, bindings only to the chart's own
+    roles."""
     cluster_allowed = allowed_triples(allowed_doc.get("clusterRole", []))
     ns_allowed = cluster_allowed | allowed_triples(allowed_doc.get("role", []))
+    user_allowed = allowed_triples(allowed_doc.get("userRoles", []))
     problems = []
     roles = {(m["kind"], m["metadata"]["name"]) for m in manifests if m.get("kind") in ("Role", "ClusterRole")}
-    if not any(k == "ClusterRole" for k, _ in roles):
-        problems.append("no ClusterRole rendered for the operator")
+    operator_roles = [m for m in manifests if m.get("kind") in ("Role", "ClusterRole") and not is_user_role(m)]
+    if not operator_roles:
+        problems.append("no ClusterRole or Role rendered for the operator")
     for m in manifests:
         kind = m.get("kind")
-        if kind == "ClusterRole":
+        if is_user_role(m):
+            problems += rbac_violations(m, user_allowed)
+        elif kind == "ClusterRole":
             problems += rbac_violations(m, cluster_allowed)
         elif kind == "Role":
             problems += rbac_violations(m, ns_allowed)
@@ -157,6 +170,8 @@ TOO_BROAD_ROLES = [
     {"kind": "ClusterRole", "metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": [{}]}, "rules": []},
     {"kind": "ClusterRole", "metadata": {"name": "leases-cluster"}, "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}]},
     {"kind": "ClusterRole", "metadata": {"name": "bind"}, "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind", "escalate"]}]},
+    {"kind": "ClusterRole", "metadata": {"name": "secrets-list"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]},
+    {"kind": "ClusterRole", "metadata": {"name": "secrets-delete"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["delete"]}]},
 ]
 
 
@@ -168,6 +183,126 @@ def rbac_self_test(allowed_doc: dict) -> None:
     exact = {"kind": "ClusterRole", "metadata": {"name": "exact"}, "rules": allowed_doc["clusterRole"]}
     if rbac_violations(exact, cluster_allowed):
         raise CheckError("the RBAC review rejected the declared list itself")
+
+
+# --------------------------------------------------------------------------------------------
+# Key custody (pure: tested by ci/test_chart_check.py, tests named test_key_custody_*)
+
+SECRET_VERBS_NEVER = {"list", "watch", "delete", "deletecollection", "*"}
+
+
+def key_custody_secret_problems(manifests: list[dict]) -> list[str]:
+    """No role of the chart may list, watch or delete Secrets; people's roles no Secrets at all."""
+    problems = []
+    for m in manifests:
+        if m.get("kind") not in ("Role", "ClusterRole"):
+            continue
+        name = f"{m['kind']}/{m['metadata']['name']}"
+        for rule in m.get("rules") or []:
+            if not ({"", "*"} & set(rule.get("apiGroups") or [])) or not ({"secrets", "*"} & set(rule.get("resources") or [])):
+                continue
+            verbs = set(rule.get("verbs") or [])
+            if is_user_role(m):
+                problems.append(f"{name}: a role for people grants {sorted(verbs)} on Secrets")
+            elif verbs & SECRET_VERBS_NEVER:
+                problems.append(f"{name}: grants {sorted(verbs & SECRET_VERBS_NEVER)} on Secrets")
+    return problems
+
+
+def key_custody_scope_problems(manifests: list[dict], watch_namespaces: list[str], release_ns: str = NAMESPACE) -> list[str]:
+    """A namespace-scoped install (watchNamespaces) renders no ClusterRole or ClusterRoleBinding
+    for the operator, only Roles in the watched namespaces and the release namespace; an
+    all-namespaces install binds its ClusterRole once."""
+    problems = []
+    op = [m for m in manifests if m.get("kind") in ("ClusterRole", "ClusterRoleBinding") and not is_user_role(m)]
+    if watch_namespaces:
+        problems += [f"{m['kind']}/{m['metadata']['name']}: cluster-wide although watchNamespaces={watch_namespaces}" for m in op]
+        allowed = set(watch_namespaces) | {release_ns}
+        for m in manifests:
+            if m.get("kind") in ("Role", "RoleBinding") and m["metadata"].get("namespace") not in allowed:
+                problems.append(f"{m['kind']}/{m['metadata']['name']} in namespace {m['metadata'].get('namespace')} not watched")
+        covered = {m["metadata"].get("namespace") for m in manifests if m.get("kind") == "Role"}
+        problems += [f"no Role for the operator in watched namespace {ns}" for ns in watch_namespaces if ns not in covered]
+    elif not any(m["kind"] == "ClusterRole" for m in op):
+        problems.append("watchNamespaces is empty but no ClusterRole lets the operator watch every namespace")
+    return problems
+
+
+def key_custody_restricted_problems(obj: dict, allow_host_path: bool = False) -> list[str]:
+    """The Pod Security Standard `restricted` profile on a workload's pod spec: everything
+    security_problems checks, plus no hostPath volume, no hostPort, no UID 0, only
+    NET_BIND_SERVICE may be added. `allow_host_path`: a profile that opted in to the agent's
+    hostPath state directory (its documented chown init container is then the one exception)."""
+    ps = pod_spec(obj)
+    if ps is None:
+        return []
+    name = f"{obj['kind']}/{obj['metadata']['name']}"
+    # requests/limits are the chart's own rule (security_problems), not part of `restricted`
+    errs = [e for e in security_problems(obj)
+            if (allow_host_path or "state-dir-owner" not in e) and not re.search(r": no (requests|limits)\.", e)]
+    for v in ps.get("volumes") or []:
+        if "hostPath" in v and not allow_host_path:
+            errs.append(f"{name}: volume {v['name']} is a hostPath")
+    psc = ps.get("securityContext") or {}
+    for c in (ps.get("initContainers") or []) + ps.get("containers", []):
+        if allow_host_path and c["name"] in ROOT_EXCEPTIONS:
+            continue
+        sc = c.get("securityContext") or {}
+        cn = f"{name} container {c['name']}"
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            errs.append(f"{cn}: runs as UID 0")
+        if not allow_host_path and c["name"] in ROOT_EXCEPTIONS:
+            errs.append(f"{cn}: a root init container in the default install")
+        for p in c.get("ports") or []:
+            if p.get("hostPort"):
+                errs.append(f"{cn}: hostPort {p['hostPort']}")
+        added = set((sc.get("capabilities") or {}).get("add") or []) - {"NET_BIND_SERVICE"}
+        if added and c["name"] not in ROOT_EXCEPTIONS:
+            errs.append(f"{cn}: adds {sorted(added)}")
+    return errs
+
+
+def operator_binary() -> str | None:
+    if os.environ.get("AITBC_OPERATOR_BIN"):
+        return os.environ["AITBC_OPERATOR_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    for profile in ("debug", "release"):
+        p = os.path.join(target, profile, "aitbc-operator")
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def operator_rendered(binary: str, node: dict, operator_ns: str = NAMESPACE) -> list[dict]:
+    """What the operator creates for `node` to run pods: `aitbc-operator render`."""
+    import json
+    import subprocess
+
+    out = subprocess.run([binary, "render", "--node", "-", "--operator-namespace", operator_ns],
+                         input=json.dumps(strip_source(node)), capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise CheckError(f"aitbc-operator render failed: {out.stderr.strip()[:500]}")
+    return json.loads(out.stdout)["items"]
+
+
+def key_custody_operator_pod_problems(items: list[dict]) -> list[str]:
+    """Operator-rendered objects: each chain pod meets restricted and mounts exactly one Secret
+    (its own key); when a NetworkPolicy is rendered, its peer port admits the chain's pods only."""
+    errs = []
+    for o in items:
+        errs += key_custody_restricted_problems(o)
+        ps = pod_spec(o)
+        if ps is not None:
+            secrets = [v["secret"]["secretName"] for v in ps.get("volumes") or [] if "secret" in v]
+            secrets += [s["secret"]["name"] for v in ps.get("volumes") or [] for s in (v.get("projected") or {}).get("sources") or [] if "secret" in s]
+            if len(secrets) != 1:
+                errs.append(f"{o['kind']}/{o['metadata']['name']}: mounts Secrets {secrets}, not exactly its own key")
+        if o.get("kind") == "NetworkPolicy":
+            for rule in o["spec"].get("ingress") or []:
+                ports = {p.get("port") for p in rule.get("ports") or []}
+                if 9200 in ports and (ports != {9200} or any("namespaceSelector" in f for f in rule.get("from") or [])):
+                    errs.append(f"NetworkPolicy/{o['metadata']['name']}: the peer port is open beyond the chain's pods")
+    return errs
 
 
 # --------------------------------------------------------------------------------------------
@@ -812,10 +947,59 @@ def main(argv: list[str] | None = None) -> int:
 
         rep.check(f"{pname}: security defaults of every container", security)
 
-        def namespaced(docs: list[dict] = docs) -> None:
+        host_path = (vals.get("gpuAgent", {}).get("stateDir", {}).get("type")) == "hostPath"
+
+        def restricted(docs: list[dict] = docs, host_path: bool = host_path) -> None:
+            errs = [e for d in docs for e in key_custody_restricted_problems(d, allow_host_path=host_path)]
+            if errs:
+                raise CheckError("; ".join(errs))
+
+        rep.check(f"{pname}: key_custody: every rendered pod meets Pod Security restricted"
+                  + (" (but the opted-in agent hostPath)" if host_path else ", no hostPath"), restricted)
+
+        def secrets_rbac(docs: list[dict] = docs) -> None:
+            errs = key_custody_secret_problems([strip_source(d) for d in docs])
+            if errs:
+                raise CheckError("; ".join(errs))
+
+        rep.check(f"{pname}: key_custody: no role lists, watches or deletes Secrets", secrets_rbac)
+
+        wns = vals.get("watchNamespaces") or []
+
+        def scope(docs: list[dict] = docs, wns: list = wns) -> None:
+            errs = key_custody_scope_problems([strip_source(d) for d in docs], wns)
+            if errs:
+                raise CheckError("; ".join(errs))
+
+        rep.check(f"{pname}: key_custody: RBAC scope ({'Roles in ' + ','.join(wns) if wns else 'one ClusterRole'})", scope)
+
+        def policies_on(docs: list[dict] = docs, vals: dict = vals) -> None:
+            if vals.get("gpuAgent", {}).get("enabled", True) and not find(docs, "NetworkPolicy", "gpu-agent"):
+                raise CheckError("no gpu-agent NetworkPolicy")
+            for n in find(docs, "Node"):
+                if not n["spec"].get("networkPolicy", {}).get("enabled", True):
+                    raise CheckError(f"Node/{n['metadata']['name']}: networkPolicy disabled")
+
+        rep.check(f"{pname}: key_custody: NetworkPolicies on", policies_on)
+
+        op_bin = operator_binary()
+        for node in find(docs, "Node"):
+            if op_bin:
+                def op_pods(node: dict = node, op_bin: str = op_bin) -> None:
+                    errs = key_custody_operator_pod_problems(operator_rendered(op_bin, node))
+                    if errs:
+                        raise CheckError("; ".join(errs))
+
+                rep.check(f"{pname}: key_custody: every pod the operator renders for Node/{node['metadata']['name']} meets restricted, one key each", op_pods)
+            else:
+                rep.note(f"{pname}: operator-rendered pods NOT checked: no aitbc-operator binary "
+                         "(build it, or set AITBC_OPERATOR_BIN / CARGO_TARGET_DIR); its Rust tests check them too")
+
+        def namespaced(docs: list[dict] = docs, wns: list = wns) -> None:
             cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
             errs = [f"{d['kind']}/{d['metadata']['name']}" for d in docs
-                    if d["kind"] not in cluster_scoped and d["metadata"].get("namespace") != NAMESPACE]
+                    if d["kind"] not in cluster_scoped and d["metadata"].get("namespace") != NAMESPACE
+                    and not (d["kind"] in ("Role", "RoleBinding") and d["metadata"].get("namespace") in wns)]
             if errs:
                 raise CheckError(f"namespaced objects without the release namespace: {errs}")
 
@@ -885,6 +1069,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise CheckError("; ".join(errs))
 
         rep.check(f"examples/{os.path.basename(f)}", one)
+
+    op_bin = operator_binary()
+    for f in example_files:
+        nodes = [d for d in yaml.safe_load_all(open(f)) if d and d.get("kind") == "Node"]
+        for node in nodes:
+            node.setdefault("metadata", {}).setdefault("namespace", "aitbc")
+            if op_bin:
+                def ex_pods(node: dict = node, op_bin: str = op_bin) -> None:
+                    errs = key_custody_operator_pod_problems(operator_rendered(op_bin, node))
+                    if errs:
+                        raise CheckError("; ".join(errs))
+
+                rep.check(f"examples/{os.path.basename(f)}: key_custody: operator-rendered pods of Node/{node['metadata']['name']} meet restricted", ex_pods)
 
     if example_files:
         missing = EXPECTED_KINDS - seen_kinds

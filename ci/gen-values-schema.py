@@ -46,6 +46,9 @@ schema = {
         "pullSecrets": {"type": "array", "items": {"type": "string", "minLength": 1}},
     }, required=["registry", "tag", "pullPolicy"]),
     "commonLabels": strmap,
+    "watchNamespaces": {"type": "array", "uniqueItems": True,
+                        "items": S(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength=63)},
+    "rbac": obj({"userRoles": B}),
     "scheduler": obj({
         "publicKey": hexkey,
         "existingSecret": dns,
@@ -119,6 +122,7 @@ schema = {
         "image": repo,
         "storage": obj({"size": S(pattern=r"^[0-9]+(Mi|Gi|Ti)$"), "storageClassName": S()}, required=["size"]),
         "resources": resources,
+        "networkPolicy": obj({"enabled": B}, required=["enabled"]),
         "extraSpec": {"type": "object"},
     }, required=["create"]),
   },

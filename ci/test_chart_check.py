@@ -187,3 +187,105 @@ def test_rendered_agent_runs_and_a_bad_flag_fails(tmp_path):
     bad = cc.render({"gpuAgent": {"simulated": {"enabled": True}, "extraArgs": ["--no-such-flag"]}})
     (tmp_path / "bad").mkdir()
     assert cc.run_rendered_agent(cc.agent_binary(), bad, str(tmp_path / "bad"))
+
+
+# ---- key custody (issue 16) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def namespaced_docs():
+    return [cc.strip_source(d) for d in cc.render({"watchNamespaces": ["team-a", "team-b"]})]
+
+
+def test_key_custody_default_install_meets_restricted_without_hostpath(default_docs):
+    assert [e for d in default_docs for e in cc.key_custody_restricted_problems(d)] == []
+    ds = next(d for d in default_docs if d["kind"] == "DaemonSet")
+    assert not any("hostPath" in v for v in ds["spec"]["template"]["spec"]["volumes"])
+    assert not ds["spec"]["template"]["spec"].get("initContainers")
+
+
+def test_key_custody_restricted_check_can_fail(default_docs):
+    hostpath = [cc.strip_source(d) for d in cc.render({"gpuAgent": {"stateDir": {"type": "hostPath"}}})]
+    ds = next(d for d in hostpath if d["kind"] == "DaemonSet")
+    errs = cc.key_custody_restricted_problems(ds)
+    assert any("hostPath" in e for e in errs) and any("root init container" in e for e in errs)
+    assert cc.key_custody_restricted_problems(ds, allow_host_path=True) == []
+    dep = copy.deepcopy(next(d for d in default_docs if d["kind"] == "Deployment"))
+    dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["hostPort"] = 8080
+    dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"] = 0
+    del dep["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"]
+    errs = cc.key_custody_restricted_problems(dep)
+    assert any("hostPort" in e for e in errs) and any("UID 0" in e for e in errs)
+
+
+def test_key_custody_no_role_lists_watches_or_deletes_secrets(default_docs):
+    assert cc.key_custody_secret_problems(default_docs) == []
+    docs = copy.deepcopy(default_docs)
+    role = next(d for d in docs if d["kind"] == "ClusterRole" and not cc.is_user_role(d))
+    rule = next(r for r in role["rules"] if "secrets" in r["resources"])
+    rule["verbs"] = rule["verbs"] + ["list", "delete"]
+    assert cc.key_custody_secret_problems(docs)
+    assert cc.review_rbac(docs, ALLOWED), "the declared list does not have them either"
+
+
+def test_key_custody_people_roles_aggregate_and_never_touch_secrets(default_docs):
+    users = {d["metadata"]["name"]: d for d in default_docs if cc.is_user_role(d)}
+    assert set(users) == {"aitbc-viewer", "aitbc-editor"}
+    assert users["aitbc-viewer"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert users["aitbc-editor"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "aggregate-to-view" not in " ".join(users["aitbc-editor"]["metadata"]["labels"])
+    docs = copy.deepcopy(default_docs)
+    editor = next(d for d in docs if d["metadata"]["name"] == "aitbc-editor")
+    editor["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
+    assert cc.key_custody_secret_problems(docs)
+    assert cc.review_rbac(docs, ALLOWED)
+
+
+def test_key_custody_watch_namespaces_render_roles_not_a_cluster_role(namespaced_docs, default_docs):
+    assert cc.key_custody_scope_problems(namespaced_docs, ["team-a", "team-b"]) == []
+    assert cc.review_rbac(namespaced_docs, ALLOWED) == []
+    assert not [d for d in namespaced_docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding") and not cc.is_user_role(d)]
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in namespaced_docs if d["kind"] == "Role"}
+    assert {ns for ns, _ in roles} == {"team-a", "team-b", cc.NAMESPACE}
+    dep = next(d for d in namespaced_docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AITBC_WATCH_NAMESPACE"] == "team-a,team-b"
+    assert env["AITBC_AGENT_NAMESPACE"] == cc.NAMESPACE
+    # the check fails on a cluster-wide install judged as namespaced, and vice versa
+    assert cc.key_custody_scope_problems(default_docs, ["team-a"])
+    assert cc.key_custody_scope_problems(namespaced_docs, [])
+
+
+def test_key_custody_network_policies_are_on_by_default(default_docs):
+    nps = [d for d in default_docs if d["kind"] == "NetworkPolicy"]
+    assert nps, "the agents' NetworkPolicy is rendered by default"
+    chain = [cc.strip_source(d) for d in cc.render({"chain": {"create": True}})]
+    node = next(d for d in chain if d["kind"] == "Node")
+    assert node["spec"]["networkPolicy"]["enabled"] is True
+
+
+def _chain_node():
+    docs = [cc.strip_source(d) for d in cc.render({"chain": {"create": True, "replicas": 5}})]
+    return next(d for d in docs if d["kind"] == "Node")
+
+
+@pytest.mark.skipif(cc.operator_binary() is None, reason="no aitbc-operator binary (cargo build -p aitbc-operator)")
+def test_key_custody_operator_rendered_pods_meet_restricted_and_hold_one_key():
+    items = cc.operator_rendered(cc.operator_binary(), _chain_node())
+    sts = [o for o in items if o["kind"] == "StatefulSet"]
+    assert len(sts) == 5, "one StatefulSet per chain pod"
+    assert any(o["kind"] == "NetworkPolicy" for o in items)
+    assert cc.key_custody_operator_pod_problems(items) == []
+    bad = copy.deepcopy(items)
+    pod = bad[0]["spec"]["template"]["spec"]
+    pod["volumes"].append({"name": "all-keys", "secret": {"secretName": "aitbc-validator-1"}})
+    del pod["containers"][0]["securityContext"]["seccompProfile"]
+    del pod["securityContext"]["seccompProfile"]
+    errs = cc.key_custody_operator_pod_problems(bad)
+    assert any("not exactly its own key" in e for e in errs) and any("seccomp" in e for e in errs)
+
+
+def test_key_custody_peer_port_check_can_fail():
+    np = {"kind": "NetworkPolicy", "metadata": {"name": "c"}, "spec": {"ingress": [
+        {"from": [{"namespaceSelector": {}}], "ports": [{"port": 9200}]}]}}
+    assert cc.key_custody_operator_pod_problems([np])

@@ -56,13 +56,37 @@ pub struct NodeSpec {
     pub resources: Option<NodeResources>,
     #[serde(default)]
     pub genesis: NodeGenesis,
+    /// The NetworkPolicy the operator renders for the chain's pods: only the chain's own pods
+    /// reach the peer port; the RPC and HTTP ports take clients from the Node's namespace, the
+    /// operator's namespace and namespaces or pods labelled `aitbc.io/chain-client: "true"`.
+    #[serde(default)]
+    pub network_policy: NodeNetworkPolicy,
 }
 
 fn default_block_time_ms() -> u64 {
     500
 }
 
-/// Persistent volume of each node (one PVC per pod).
+/// Whether the operator renders the chain's NetworkPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeNetworkPolicy {
+    /// On by default (needs a CNI that enforces NetworkPolicy to have an effect).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for NodeNetworkPolicy {
+    fn default() -> Self {
+        NodeNetworkPolicy { enabled: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Persistent volume of each node (one PVC per pod, `data-<name>-<i>`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStorage {

@@ -10,8 +10,11 @@ pub const SECRET_KEY_FIELD: &str = "private-key";
 /// Key of the Secret data entry holding the wallet's address (public, for convenience).
 pub const SECRET_ADDRESS_FIELD: &str = "address";
 
-/// A wallet on the chain. The operator creates the key Secret (`<name>-wallet-key` unless
-/// `secretName` names an existing one) and never overwrites it.
+/// A wallet on the chain. The operator creates the key Secret (`<name>-wallet-key`, or
+/// `secretName`) and never overwrites it. It signs only with a Secret it created for this
+/// Wallet (labels `aitbc.io/wallet`, `app.kubernetes.io/managed-by: aitbc-operator` and the
+/// Wallet's uid in the annotation `aitbc.io/owner-uid`) or one a namespace admin annotated
+/// `aitbc.io/wallet-key-for: <this wallet's name>`; never with a validator or scheduler key.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "aitbc.io",
@@ -27,7 +30,8 @@ pub const SECRET_ADDRESS_FIELD: &str = "address";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WalletSpec {
-    /// Secret holding the key (`private-key`: hex ed25519 secret). Created when missing.
+    /// Secret holding the key (`private-key`: hex ed25519 secret). Created when missing; an
+    /// existing Secret must be this Wallet's (see above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("secretName cannot change"))]
@@ -35,10 +39,19 @@ pub struct WalletSpec {
     /// Node (chain) this wallet lives on; the operator's default chain when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// A transfer into this wallet from another Wallet, executed exactly once.
+    /// A transfer into this wallet from another Wallet, executed exactly once. The paying
+    /// Wallet must grant it: this wallet's name in its `allowFunding`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("funding runs once and cannot change"))]
     pub funding: Option<WalletFunding>,
+    /// Names of the Wallets (same namespace) whose `funding` may be paid from this wallet's key.
+    /// Empty: no other Wallet can draw on this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 256),
+        inner(regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))
+    )]
+    pub allow_funding: Vec<String>,
 }
 
 /// One-time funding of a wallet.

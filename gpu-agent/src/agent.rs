@@ -1,22 +1,28 @@
 //! The agent's core: inventory, leases, jobs, history and receipts, independent of gRPC.
 
 use crate::auth::Authenticator;
+use crate::capture::CapturedOutput;
 use crate::config::{serves_strings, AgentConfig};
 use crate::digest;
 use crate::history::{History, Sample};
 use crate::identity::register_agent_action;
 use crate::inventory::{Inventory, InventorySnapshot};
+use crate::isolation::IsolationMode;
 use crate::jobs::{self, DispatchTimings, JobPaths, JobPhase, JobRecord};
 use crate::leases::{Lease, LeaseError, LeaseRequest, ResourceBook};
 use crate::metrics::Metrics;
-use crate::runner::{self, JobEnvironment, ProcessSpec, RunningProcess, Termination};
+use crate::pod::{PodJob, PodRunner};
+use crate::runner::{self, JobEnvironment, OutputQuota, ProcessSpec, RunningProcess, Termination};
+use crate::sandbox;
 use crate::stress;
 use crate::time::now_ms;
 use aitbc_protocol::receipt::{JobReceipt, Usage};
+use aitbc_protocol::tx::Serves;
 use aitbc_protocol::tx::{Action, JobSpec, Runtime};
 use aitbc_protocol::{Address, Hash, Keypair};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -86,6 +92,13 @@ pub struct JobRequest {
     pub input: Vec<u8>,
     /// Run inside this lease of the customer.
     pub lease_id: Option<String>,
+    /// The listing's provider (owner), when the caller says: refused unless this agent serves
+    /// it. `None` leaves the check to the scheduler (which places only on agents whose
+    /// registered `serves` names the provider).
+    pub provider: Option<Address>,
+    /// The job's assignment on chain (`Job::attempt`), signed into the receipt so the chain
+    /// refuses it for any other attempt.
+    pub attempt: u32,
 }
 
 /// The answer to a run request.
@@ -180,7 +193,12 @@ pub struct Agent {
     metrics: Metrics,
     jobs: Mutex<BTreeMap<String, Arc<JobHandle>>>,
     started_at: Instant,
+    /// Pod mode: creates and follows job Pods.
+    pods: Option<PodRunner>,
 }
+
+/// How long past its time limit a job Pod may take to be scheduled and pull its image.
+const POD_START_GRACE: Duration = Duration::from_secs(120);
 
 impl Agent {
     /// Opens the agent over its state directory: loads leases and job records; jobs that were
@@ -189,6 +207,16 @@ impl Agent {
         config: AgentConfig,
         key: Keypair,
         inventory: Inventory,
+    ) -> Result<Arc<Agent>, AgentError> {
+        Self::open_with_pods(config, key, inventory, None)
+    }
+
+    /// [`Agent::open`] with the Pod runner of `--isolation pod`.
+    pub fn open_with_pods(
+        config: AgentConfig,
+        key: Keypair,
+        inventory: Inventory,
+        pods: Option<PodRunner>,
     ) -> Result<Arc<Agent>, AgentError> {
         std::fs::create_dir_all(config.state_dir.join("jobs"))
             .map_err(internal("creating the state directory"))?;
@@ -218,6 +246,7 @@ impl Agent {
             auth,
             jobs: Mutex::new(BTreeMap::new()),
             started_at: Instant::now(),
+            pods,
         };
         let records =
             jobs::load_records(&agent.config.state_dir).map_err(internal("loading job records"))?;
@@ -372,9 +401,20 @@ impl Agent {
         } else {
             req.runtime.command.clone()
         };
-        if !req.runtime.image.is_empty() {
-            tracing::info!(job = %req.job_id, image = %req.runtime.image, "runtime image is informational; the command runs on the host");
-        }
+        check_provider(&self.config.serves, req.provider.as_ref())?;
+        check_image(self.config.isolation, &req.runtime.image)?;
+        let pod_launch = match (self.config.isolation, &self.pods) {
+            (IsolationMode::Pod, Some(p)) => {
+                let demo = p.settings().demo_image.as_deref();
+                Some((p.clone(), pod_image_and_command(&req.runtime, demo)?))
+            }
+            (IsolationMode::Pod, None) => {
+                return Err(AgentError::FailedPrecondition(
+                    "this agent is in pod mode but has no Kubernetes client".into(),
+                ))
+            }
+            _ => None,
+        };
         let time_limit = match req.spec.time_limit_secs {
             0 => self.config.default_time_limit,
             s => Duration::from_secs(s).min(self.config.max_time_limit),
@@ -396,6 +436,31 @@ impl Agent {
                 return Err(e);
             }
         };
+        if let Some((pods, (image, command))) = pod_launch {
+            let job = PodJob {
+                job_id: req.job_id.clone(),
+                image,
+                command,
+                env: proc_spec.env,
+                gpu_uuids: claim.gpu_uuids.clone(),
+                time_limit_secs: time_limit.as_secs(),
+                has_input: !req.input.is_empty(),
+                scratch_bytes: self.config.output_quota_bytes,
+                // Runtime declares no egress yet: job Pods get none.
+                egress: Vec::new(),
+            };
+            let paths = JobPaths::new(&self.config.state_dir, &req.job_id);
+            give_to_job_user(&paths.output_dir());
+            self.metrics.job_started();
+            tokio::spawn(self.clone().supervise_pod(handle, pods, job, time_limit));
+            return Ok(JobStarted {
+                job_id: req.job_id,
+                gpu_indexes: claim.gpu_indexes,
+                gpu_uuids: claim.gpu_uuids,
+                phase: JobPhase::Running,
+                message: String::new(),
+            });
+        }
         let progress_handle = Arc::downgrade(&handle);
         let on_progress: runner::ProgressFn = Arc::new(move |p| {
             if let Some(h) = progress_handle.upgrade() {
@@ -478,12 +543,22 @@ impl Agent {
         } else {
             claim.gpu_uuids.clone()
         };
-        let output_dir = paths.output_dir();
-        let env = runner::job_environment(&JobEnvironment {
+        let sandboxed = self.config.isolation == IsolationMode::Sandbox;
+        let (seen_input, seen_output) = if self.config.isolation.isolates() {
+            (
+                input_path
+                    .as_ref()
+                    .map(|_| PathBuf::from(sandbox::JOB_INPUT)),
+                PathBuf::from(sandbox::JOB_OUTPUT),
+            )
+        } else {
+            (input_path.clone(), paths.output_dir())
+        };
+        let mut env = runner::job_environment(&JobEnvironment {
             job_id: &req.job_id,
             spec: &req.spec,
-            input_path: input_path.as_deref(),
-            output_dir: &output_dir,
+            input_path: seen_input.as_deref(),
+            output_dir: &seen_output,
             visible_devices: &visible,
             gpu_indexes: &claim.gpu_indexes,
             runtime_env: &req.runtime.env,
@@ -495,6 +570,7 @@ impl Agent {
             spec: req.spec.clone(),
             runtime: req.runtime.clone(),
             lease_id: req.lease_id.clone(),
+            attempt: req.attempt,
             gpu_indexes: claim.gpu_indexes.clone(),
             gpu_uuids: claim.gpu_uuids.clone(),
             phase: JobPhase::Running,
@@ -523,14 +599,58 @@ impl Agent {
             }
             map.insert(req.job_id.clone(), handle.clone());
         }
+        if self.config.isolation.isolates() {
+            env.push(("HOME".into(), sandbox::JOB_WORK.into()));
+            env.push(("TMPDIR".into(), "/tmp".into()));
+        }
+        let argv = if sandboxed {
+            let layout = self.sandbox_layout(&paths, input_path, &claim.gpu_indexes);
+            let mut full = vec![self.config.sandbox.bwrap.display().to_string()];
+            full.extend(sandbox::bwrap_argv(&layout, &argv));
+            full
+        } else {
+            argv
+        };
         let spec = ProcessSpec {
             argv,
             env,
             cwd: paths.work_dir(),
             time_limit,
             capture_bytes: self.config.capture_bytes,
+            quota: Some(OutputQuota {
+                dirs: vec![paths.work_dir(), paths.output_dir()],
+                max_bytes: self.config.output_quota_bytes,
+            }),
         };
         Ok((handle, spec))
+    }
+
+    /// The sandbox of one job: its directories, the demo binary, the GPUs it was given.
+    fn sandbox_layout(
+        &self,
+        paths: &JobPaths,
+        input: Option<PathBuf>,
+        gpu_indexes: &[u32],
+    ) -> sandbox::SandboxLayout {
+        let s = &self.config.sandbox;
+        let mut hidden = s.hidden.clone();
+        hidden.push(self.config.state_dir.clone());
+        let devices = if self.inventory.simulated() {
+            Vec::new()
+        } else {
+            sandbox::gpu_devices(gpu_indexes, |p| p.exists())
+        };
+        sandbox::SandboxLayout {
+            work_dir: paths.work_dir(),
+            output_dir: paths.output_dir(),
+            input,
+            demo_exe: self.config.demo_runtime.first().map(PathBuf::from),
+            extra_ro: s.extra_ro.clone(),
+            hidden,
+            tmp_bytes: self.config.output_quota_bytes,
+            as_root: sandbox::running_as_root(),
+            devices,
+        }
     }
 
     async fn supervise(
@@ -541,10 +661,37 @@ impl Agent {
         spawn_us: u64,
     ) {
         let outcome = running.wait(handle.cancel.subscribe()).await;
-        let (phase, message, exit_code) = match &outcome.termination {
+        let ending = self.ending(&handle, &outcome.termination, limit, outcome.wall);
+        let streams = (outcome.stdout, outcome.stderr);
+        self.finish(handle, ending, streams, outcome.exited_at, spawn_us)
+            .await;
+    }
+
+    /// How a termination is described in the record and receipt.
+    fn ending(
+        &self,
+        handle: &JobHandle,
+        termination: &Termination,
+        limit: Duration,
+        wall: Duration,
+    ) -> Ending {
+        let (phase, message, exit_code) = match termination {
             Termination::Exited(0) => (JobPhase::Succeeded, String::new(), Some(0)),
             Termination::Exited(c) => (JobPhase::Failed, format!("exited with code {c}"), Some(*c)),
+            Termination::Signalled(s) if *s == libc::SIGXFSZ => (
+                JobPhase::Failed,
+                format!(
+                    "output quota of {} bytes exceeded (a file reached the limit)",
+                    self.config.output_quota_bytes
+                ),
+                None,
+            ),
             Termination::Signalled(s) => (JobPhase::Failed, format!("killed by signal {s}"), None),
+            Termination::QuotaExceeded { used, limit } => (
+                JobPhase::Failed,
+                format!("output quota of {limit} bytes exceeded: the job wrote {used} bytes"),
+                None,
+            ),
             Termination::TimedOut => (
                 JobPhase::TimedOut,
                 format!("time limit of {}s exceeded", limit.as_secs_f64()),
@@ -559,20 +706,30 @@ impl Agent {
                 (JobPhase::Cancelled, why, None)
             }
         };
-        let ending = Ending {
+        Ending {
             phase,
             message,
             exit_code,
-            wall_ms: outcome.wall.as_millis() as u64,
-        };
-        let exited_at = outcome.exited_at;
+            wall_ms: wall.as_millis() as u64,
+        }
+    }
+
+    /// Stores the streams, seals the record, frees the GPUs and publishes the final state.
+    async fn finish(
+        self: &Arc<Self>,
+        handle: Arc<JobHandle>,
+        ending: Ending,
+        (stdout, stderr): (CapturedOutput, CapturedOutput),
+        exited_at: Instant,
+        spawn_us: u64,
+    ) {
         let agent = self.clone();
         let h = handle.clone();
         let sealed = tokio::task::spawn_blocking(move || {
             let peak = *h.peak_memory_mib.lock();
             let mut rec = h.record.lock();
-            rec.stdout = outcome.stdout;
-            rec.stderr = outcome.stderr;
+            rec.stdout = stdout;
+            rec.stderr = stderr;
             rec.timings.request_to_spawn_us = spawn_us;
             agent.seal(&mut rec, ending, peak);
             rec.timings.exit_to_receipt_us = exited_at.elapsed().as_micros() as u64;
@@ -588,6 +745,51 @@ impl Agent {
             }
             Err(e) => tracing::error!(error = %e, "sealing a job panicked"),
         }
+    }
+
+    /// Pod mode: creates the job's Pod and policy, follows the Pod, seals the job from it.
+    /// GPU-seconds count the container's real run time.
+    async fn supervise_pod(
+        self: Arc<Self>,
+        handle: Arc<JobHandle>,
+        pods: PodRunner,
+        job: PodJob,
+        limit: Duration,
+    ) {
+        let t0 = Instant::now();
+        let outcome = match pods.start(&job).await {
+            Ok(name) => {
+                tracing::info!(job = %job.job_id, pod = %name, "job Pod created");
+                let cancel = handle.cancel.subscribe();
+                pods.follow(
+                    &name,
+                    limit + POD_START_GRACE,
+                    self.config.capture_bytes,
+                    cancel,
+                )
+                .await
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.job_id, error = %e, "job Pod could not be created");
+                let ending = Ending {
+                    phase: JobPhase::Failed,
+                    message: format!("creating the job Pod failed: {e}"),
+                    exit_code: None,
+                    wall_ms: 0,
+                };
+                let none = (CapturedOutput::default(), CapturedOutput::default());
+                self.finish(handle, ending, none, Instant::now(), 0).await;
+                return;
+            }
+        };
+        let wall = outcome
+            .run_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| t0.elapsed());
+        let ending = self.ending(&handle, &outcome.termination, limit, wall);
+        let streams = (outcome.log, CapturedOutput::default());
+        self.finish(handle, ending, streams, Instant::now(), 0)
+            .await;
     }
 
     /// Finalizes a record: hashes the outputs, signs the receipt and stores the record.
@@ -610,6 +812,7 @@ impl Agent {
         let receipt = JobReceipt {
             chain_id: self.config.chain_id.clone(),
             job_id: rec.job_id.clone(),
+            attempt: rec.attempt,
             agent_key: self.key.public(),
             success: ending.phase == JobPhase::Succeeded,
             exit_code: ending.exit_code,
@@ -940,6 +1143,70 @@ impl Agent {
             .find(|g| g.reading.index == index)
             .map(|g| g.reading.memory_used_mib)
     }
+}
+
+/// Image and command of a job Pod: the listing's image (and command, else its entrypoint), or
+/// for a listing with neither the agent's own image running the demo runtime.
+pub fn pod_image_and_command(
+    runtime: &Runtime,
+    demo_image: Option<&str>,
+) -> Result<(String, Vec<String>), AgentError> {
+    match (
+        runtime.image.as_str(),
+        runtime.command.is_empty(),
+        demo_image,
+    ) {
+        ("", true, Some(img)) => Ok((
+            img.to_string(),
+            vec!["aitbc-gpu-agent".into(), "demo-runtime".into()],
+        )),
+        ("", true, None) => Err(AgentError::FailedPrecondition(
+            "the listing has no image, and this pod-mode agent has no demo image \
+             (--job-demo-image) to run the built-in demo runtime"
+                .into(),
+        )),
+        ("", false, _) => Err(AgentError::FailedPrecondition(
+            "the listing has a command but no image: in pod mode a job runs in the listing's \
+             image; the provider must set one"
+                .into(),
+        )),
+        (img, _, _) => Ok((img.to_string(), runtime.command.clone())),
+    }
+}
+
+/// Pod mode: the job's container (uid 65534) writes the output directory.
+fn give_to_job_user(dir: &std::path::Path) {
+    let id = crate::pod::JOB_UID as u32;
+    if let Err(e) = std::os::unix::fs::chown(dir, Some(id), Some(id)) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not hand the output directory to the job's user");
+    }
+}
+
+/// Refuses a job of a provider this agent does not serve.
+pub fn check_provider(serves: &Serves, provider: Option<&Address>) -> Result<(), AgentError> {
+    match provider {
+        Some(p) if !serves.serves(p) => Err(AgentError::PermissionDenied(format!(
+            "this agent does not serve provider {p}'s listings; its owner serves other \
+             providers with --serve {p} (sandbox or pod isolation only)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A listing's image runs only as a Pod; elsewhere it is refused, never ignored.
+pub fn check_image(mode: IsolationMode, image: &str) -> Result<(), AgentError> {
+    if image.is_empty() || mode == IsolationMode::Pod {
+        return Ok(());
+    }
+    Err(AgentError::FailedPrecondition(format!(
+        "the listing's runtime image {image:?} cannot be honoured: this agent runs jobs in {} \
+         mode, without a container runtime (images run on agents with --isolation pod on \
+         Kubernetes); the listing must clear its image to run its command here",
+        match mode {
+            IsolationMode::Sandbox => "sandbox",
+            _ => "process",
+        }
+    )))
 }
 
 fn restrict_permissions(dir: &std::path::Path) {

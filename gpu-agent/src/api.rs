@@ -246,6 +246,9 @@ impl AgentRpc for AgentService {
             runtime,
             input: r.input,
             lease_id: Some(r.lease_id).filter(|s| !s.is_empty()),
+            // RunJobRequest carries no provider yet; the scheduler places by `serves`.
+            provider: None,
+            attempt: r.attempt,
         })?;
         Ok(Response::new(pb::RunJobResponse {
             job_id: started.job_id,

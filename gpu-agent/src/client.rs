@@ -130,7 +130,25 @@ impl AgentClient {
         input: Vec<u8>,
         lease_id: Option<&str>,
     ) -> Result<pb::RunJobResponse, Status> {
-        let msg = run_job_request(job_id, customer, spec, runtime, input, lease_id)?;
+        self.run_job_attempt(job_id, customer, spec, runtime, input, lease_id, 0)
+            .await
+    }
+
+    /// [`Self::run_job`] for the chain's assignment `attempt` of the job, which the agent signs
+    /// into the job's receipt (the chain refuses a receipt of another attempt).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_job_attempt(
+        &mut self,
+        job_id: &str,
+        customer: &str,
+        spec: &JobSpec,
+        runtime: &Runtime,
+        input: Vec<u8>,
+        lease_id: Option<&str>,
+        attempt: u32,
+    ) -> Result<pb::RunJobResponse, Status> {
+        let mut msg = run_job_request(job_id, customer, spec, runtime, input, lease_id)?;
+        msg.attempt = attempt;
         Ok(self
             .inner
             .run_job(sign_request(&self.key, methods::RUN_JOB, msg))
@@ -256,5 +274,6 @@ pub fn run_job_request(
         runtime: borsh::to_vec(runtime).map_err(|e| Status::internal(e.to_string()))?,
         input,
         lease_id: lease_id.unwrap_or_default().into(),
+        attempt: 0,
     })
 }

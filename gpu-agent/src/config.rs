@@ -1,5 +1,6 @@
 //! The agent's configuration: what `main` assembles from flags and the optional TOML file.
 
+use crate::isolation::IsolationMode;
 use aitbc_protocol::tx::Serves;
 use aitbc_protocol::{Address, PublicKey};
 use serde::Deserialize;
@@ -47,6 +48,35 @@ pub struct AgentConfig {
     pub max_clock_skew: Duration,
     /// Finished jobs (record, input and outputs) are deleted this long after they ended.
     pub job_retention: Duration,
+    /// How jobs run: plain processes (owner's listings only), the sandbox, or Pods.
+    pub isolation: IsolationMode,
+    /// Bytes a job may write (work and output directories together; also the size of its
+    /// private /tmp in the sandbox). More ends the job with a failed receipt.
+    pub output_quota_bytes: u64,
+    pub sandbox: SandboxSettings,
+    /// Pod mode only: where and how job Pods run.
+    pub pod: Option<crate::pod::PodSettings>,
+}
+
+/// Sandbox mode: the bwrap binary and what else of the host the job may read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxSettings {
+    pub bwrap: PathBuf,
+    /// Host paths mounted read-only at the same place (models, provider tools).
+    pub extra_ro: Vec<PathBuf>,
+    /// Host paths covered by an empty tmpfs should they lie under a mounted directory
+    /// (the state directory is always added).
+    pub hidden: Vec<PathBuf>,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            bwrap: PathBuf::from("bwrap"),
+            extra_ro: Vec::new(),
+            hidden: Vec::new(),
+        }
+    }
 }
 
 impl AgentConfig {
@@ -61,7 +91,7 @@ impl AgentConfig {
             chain_id: chain_id.into(),
             agent_id: agent_id.into(),
             owner: None,
-            serves: Serves::AnyProvider,
+            serves: Serves::Providers(Vec::new()),
             scheduler_keys: Vec::new(),
             declared_gpus: Vec::new(),
             disable_nvml: false,
@@ -75,6 +105,10 @@ impl AgentConfig {
             demo_runtime: Vec::new(),
             max_clock_skew: Duration::from_secs(60),
             job_retention: Duration::from_secs(7 * 24 * 3600),
+            isolation: IsolationMode::Process,
+            output_quota_bytes: 1024 * 1024 * 1024,
+            sandbox: SandboxSettings::default(),
+            pod: None,
         }
     }
 }
@@ -135,32 +169,6 @@ impl FileConfig {
     }
 }
 
-/// Parses `--serves`: `any` (or nothing) means any provider, otherwise provider addresses.
-pub fn parse_serves(items: &[String]) -> Result<Serves, ConfigError> {
-    let items: Vec<&str> = items
-        .iter()
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if items.is_empty() || items == ["any"] {
-        return Ok(Serves::AnyProvider);
-    }
-    if items.contains(&"any") {
-        return Err(ConfigError::Invalid(
-            "--serves takes either `any` or provider addresses, not both".into(),
-        ));
-    }
-    items
-        .iter()
-        .map(|s| {
-            s.parse::<Address>()
-                .map_err(|e| ConfigError::Invalid(format!("--serves: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Serves::Providers)
-}
-
 /// `serves` as shown in status: `["any"]` or the addresses.
 pub fn serves_strings(serves: &Serves) -> Vec<String> {
     match serves {
@@ -187,21 +195,6 @@ pub fn default_agent_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aitbc_protocol::Keypair;
-
-    #[test]
-    fn serves_parses_any_and_addresses() {
-        assert_eq!(parse_serves(&[]).unwrap(), Serves::AnyProvider);
-        assert_eq!(parse_serves(&["any".into()]).unwrap(), Serves::AnyProvider);
-        let a = Keypair::generate().address();
-        let b = Keypair::generate().address();
-        assert_eq!(
-            parse_serves(&[format!("{a},{b}")]).unwrap(),
-            Serves::Providers(vec![a, b])
-        );
-        assert!(parse_serves(&["any".into(), a.to_string()]).is_err());
-        assert!(parse_serves(&["ait1234".into()]).is_err());
-    }
 
     #[test]
     fn toml_file_declares_gpus() {

@@ -50,6 +50,9 @@ pub struct JobRecord {
     pub spec: JobSpec,
     pub runtime: Runtime,
     pub lease_id: Option<String>,
+    /// The chain's attempt number this run is for (signed into the receipt).
+    #[serde(default)]
+    pub attempt: u32,
     pub gpu_indexes: Vec<u32>,
     pub gpu_uuids: Vec<String>,
     pub phase: JobPhase,

@@ -17,12 +17,15 @@ pub mod digest;
 pub mod history;
 pub mod identity;
 pub mod inventory;
+pub mod isolation;
 pub mod jobs;
 pub mod leases;
 pub mod metrics;
 pub mod nvml;
 pub mod persist;
+pub mod pod;
 pub mod runner;
+pub mod sandbox;
 pub mod stress;
 pub mod time;
 

@@ -1,11 +1,14 @@
 //! `aitbc-gpu-agent`: serves this node's GPUs to the AITBC marketplace.
 
-use aitbc_gpu_agent::config::{
-    default_agent_id, parse_serves, AgentConfig, DeclaredGpu, FileConfig,
-};
+use aitbc_gpu_agent::config::{default_agent_id, AgentConfig, DeclaredGpu, FileConfig};
 use aitbc_gpu_agent::identity::{load_or_create_key, KEY_ENV};
 use aitbc_gpu_agent::inventory::Inventory;
+use aitbc_gpu_agent::isolation::{
+    choose_isolation, decide_serves, parse_serve, probe_sandbox, IsolationChoice, IsolationMode,
+    IsolationRequest, ServesDecision,
+};
 use aitbc_gpu_agent::nvml::{GpuBackend, NvmlBackend};
+use aitbc_gpu_agent::pod::PodRunner;
 use aitbc_gpu_agent::{api, demo_runtime, metrics, Agent};
 use aitbc_protocol::{Address, PublicKey};
 use anyhow::{bail, Context, Result};
@@ -65,9 +68,17 @@ struct KeyArgs {
     /// Agent id (default: $NODE_NAME, else the host name).
     #[arg(long)]
     agent_id: Option<String>,
-    /// Providers served: `any`, or provider wallet addresses (repeatable or comma-separated).
-    #[arg(long)]
+    /// Other providers whose listings this agent serves besides its owner's (repeatable or
+    /// comma-separated), or `any`. Needs --isolation sandbox or pod. Default: the owner only.
+    #[arg(long = "serve", visible_alias = "serves", value_name = "PROVIDER")]
     serves: Vec<String>,
+    /// How jobs run: `auto` (the bubblewrap sandbox where it works, else plain processes for
+    /// the owner's listings only), `sandbox`, `pod` (Kubernetes) or `process`.
+    #[arg(long, default_value = "auto", env = "AITBC_AGENT_ISOLATION")]
+    isolation: IsolationRequest,
+    /// The bubblewrap binary of the sandbox.
+    #[arg(long, default_value = "bwrap")]
+    bwrap: PathBuf,
     /// TOML configuration file (agent_id, chain_id, owner, serves, scheduler_keys, [[gpu]]).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -133,6 +144,29 @@ struct RunArgs {
     /// Hours a finished job's record and outputs are kept.
     #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..))]
     job_retention_hours: u64,
+    /// Bytes a job may write (work and output directories; the size of its private /tmp), MiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    output_quota_mib: u64,
+    /// Host path the sandbox mounts read-only at the same place (models, tools); repeatable.
+    #[arg(long = "sandbox-ro-bind")]
+    sandbox_ro_binds: Vec<PathBuf>,
+    /// Pod mode: the namespace job Pods run in.
+    #[arg(long, env = "AITBC_JOB_NAMESPACE", default_value = "aitbc-jobs")]
+    job_namespace: String,
+    /// Pod mode: runtimeClassName of job Pods (e.g. `nvidia`).
+    #[arg(long, env = "AITBC_JOB_RUNTIME_CLASS")]
+    job_runtime_class: Option<String>,
+    /// Pod mode: host path of --state-dir on the node (job Pods mount their job directory).
+    #[arg(long, env = "AITBC_HOST_STATE_DIR")]
+    host_state_dir: Option<PathBuf>,
+    /// Pod mode: CPU and memory limits of a job Pod.
+    #[arg(long, default_value = "4")]
+    job_cpu_limit: String,
+    #[arg(long, default_value = "16Gi")]
+    job_memory_limit: String,
+    /// Pod mode: the agent's own image, which runs the demo runtime for listings without one.
+    #[arg(long, env = "AITBC_AGENT_IMAGE")]
+    job_demo_image: Option<String>,
     /// Log as JSON lines (for Kubernetes) instead of text.
     #[arg(long)]
     log_json: bool,
@@ -168,20 +202,17 @@ fn main() -> Result<()> {
                 .keys
                 .agent_id
                 .clone()
-                .or(file.agent_id)
+                .or(file.agent_id.clone())
                 .unwrap_or_else(default_agent_id);
-            let serves = parse_serves(&if a.keys.serves.is_empty() {
-                file.serves.unwrap_or_default()
-            } else {
-                a.keys.serves
-            })?;
-            let owner = match a.owner.or(file.owner) {
+            let owner = match a.owner.clone().or(file.owner.clone()) {
                 Some(o) => Some(
                     o.parse::<Address>()
                         .with_context(|| format!("--owner {o:?}"))?,
                 ),
                 None => None,
             };
+            let (_, decision) = resolve_serving(&a.keys, &file, owner)?;
+            let serves = decision.serves;
             let chain_id = a
                 .chain_id
                 .or(file.chain_id)
@@ -238,12 +269,34 @@ fn load_key(
     )?)
 }
 
+/// The isolation mode (probing the sandbox) and, from it, whose listings are served.
+fn resolve_serving(
+    k: &KeyArgs,
+    file: &FileConfig,
+    owner: Option<Address>,
+) -> Result<(IsolationChoice, ServesDecision)> {
+    let probe = match k.isolation {
+        IsolationRequest::Auto | IsolationRequest::Exactly(IsolationMode::Sandbox) => {
+            probe_sandbox(&k.bwrap)
+        }
+        _ => Ok(()),
+    };
+    let iso = choose_isolation(k.isolation, &probe)?;
+    let items = if k.serves.is_empty() {
+        file.serves.clone().unwrap_or_default()
+    } else {
+        k.serves.clone()
+    };
+    let decision = decide_serves(owner, &parse_serve(&items)?, &iso)?;
+    Ok((iso, decision))
+}
+
 fn build_config(a: &RunArgs) -> Result<AgentConfig> {
     let file = load_file_config(&a.keys)?;
     let chain_id = a
         .chain_id
         .clone()
-        .or(file.chain_id)
+        .or(file.chain_id.clone())
         .context("--chain-id (or chain_id in --config) is required")?;
     if chain_id.trim().is_empty() {
         bail!("--chain-id must not be empty");
@@ -252,25 +305,52 @@ fn build_config(a: &RunArgs) -> Result<AgentConfig> {
         .keys
         .agent_id
         .clone()
-        .or(file.agent_id)
+        .or(file.agent_id.clone())
         .unwrap_or_else(default_agent_id);
     if agent_id.trim().is_empty() {
         bail!("--agent-id must not be empty");
     }
     let mut c = AgentConfig::new(&a.keys.state_dir, chain_id, agent_id);
-    c.owner = match a.owner.clone().or(file.owner) {
+    c.owner = match a.owner.clone().or(file.owner.clone()) {
         Some(o) => Some(
             o.parse::<Address>()
                 .with_context(|| format!("--owner {o:?}"))?,
         ),
         None => None,
     };
-    let serves = if a.keys.serves.is_empty() {
-        file.serves.unwrap_or_default()
-    } else {
-        a.keys.serves.clone()
-    };
-    c.serves = parse_serves(&serves)?;
+    let (iso, decision) = resolve_serving(&a.keys, &file, c.owner)?;
+    match &iso.fallback_reason {
+        Some(why) => {
+            tracing::warn!(reason = %why, "this machine cannot sandbox jobs: they run as plain processes, for the owner's listings only")
+        }
+        None => tracing::info!(isolation = iso.mode.as_str(), "jobs run isolated"),
+    }
+    if let Some(n) = &decision.notice {
+        tracing::warn!("{n}");
+    }
+    c.isolation = iso.mode;
+    c.serves = decision.serves;
+    c.output_quota_bytes = a.output_quota_mib.saturating_mul(1024 * 1024);
+    c.sandbox.bwrap = a.keys.bwrap.clone();
+    c.sandbox.extra_ro = a.sandbox_ro_binds.clone();
+    if let Some(k) = &a.keys.key_file {
+        c.sandbox.hidden.push(k.clone());
+    }
+    if iso.mode == IsolationMode::Pod {
+        c.pod = Some(aitbc_gpu_agent::pod::PodSettings {
+            namespace: a.job_namespace.clone(),
+            node_name: std::env::var("NODE_NAME")
+                .context("--isolation pod needs NODE_NAME (the DaemonSet's spec.nodeName)")?,
+            runtime_class: a.job_runtime_class.clone(),
+            host_state_dir: a
+                .host_state_dir
+                .clone()
+                .unwrap_or_else(|| a.keys.state_dir.clone()),
+            cpu_limit: a.job_cpu_limit.clone(),
+            memory_limit: a.job_memory_limit.clone(),
+            demo_image: a.job_demo_image.clone(),
+        });
+    }
     let keys = a
         .scheduler_keys
         .iter()
@@ -309,6 +389,22 @@ fn build_config(a: &RunArgs) -> Result<AgentConfig> {
     Ok(c)
 }
 
+/// Pod mode: the in-cluster client, and the Pods an earlier run of this agent left deleted.
+async fn pod_runner(settings: aitbc_gpu_agent::pod::PodSettings) -> Result<PodRunner> {
+    let client = kube::Client::try_default().await.context(
+        "--isolation pod: no Kubernetes client (in-cluster service account or kubeconfig)",
+    )?;
+    let runner = PodRunner::new(client, settings);
+    let gone = runner
+        .cleanup_node()
+        .await
+        .context("deleting job Pods left by an earlier run")?;
+    if !gone.is_empty() {
+        tracing::warn!(pods = ?gone, "deleted job Pods left by an earlier run of this agent");
+    }
+    Ok(runner)
+}
+
 async fn run(a: RunArgs) -> Result<()> {
     let config = build_config(&a)?;
     let (key, source) = load_key(&a.keys)?;
@@ -321,7 +417,11 @@ async fn run(a: RunArgs) -> Result<()> {
     if config.scheduler_keys.is_empty() {
         tracing::warn!("no --scheduler-key given: every mutating call (run, cancel, leases, stress) will be refused");
     }
-    let agent = Agent::open(config, key, inventory)?;
+    let pods = match &config.pod {
+        Some(settings) => Some(pod_runner(settings.clone()).await?),
+        None => None,
+    };
+    let agent = Agent::open_with_pods(config, key, inventory, pods)?;
     let st = agent.status();
     tracing::info!(
         agent_id = %st.agent_id, agent_key = %st.agent_key, key_source = ?source, chain_id = %st.chain_id,

@@ -27,7 +27,19 @@ pub struct ProcessSpec {
     pub cwd: PathBuf,
     pub time_limit: Duration,
     pub capture_bytes: usize,
+    /// Bytes the job may write into these directories; more ends it (`QuotaExceeded`).
+    pub quota: Option<OutputQuota>,
 }
+
+/// A bound on what a job may write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputQuota {
+    pub dirs: Vec<PathBuf>,
+    pub max_bytes: u64,
+}
+
+/// How often a running job's directories are measured against its quota.
+const QUOTA_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Termination {
@@ -35,6 +47,11 @@ pub enum Termination {
     Signalled(i32),
     TimedOut,
     Cancelled,
+    /// The job wrote more than its quota (`used` bytes were seen, `limit` allowed).
+    QuotaExceeded {
+        used: u64,
+        limit: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -64,6 +81,7 @@ pub struct RunningProcess {
     pid: u32,
     started: Instant,
     time_limit: Duration,
+    quota: Option<OutputQuota>,
     stdout_task: JoinHandle<BoundedCapture>,
     stderr_task: JoinHandle<BoundedCapture>,
 }
@@ -90,6 +108,10 @@ pub fn spawn(spec: &ProcessSpec, on_progress: ProgressFn) -> Result<RunningProce
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(q) = &spec.quota {
+        // One byte over the quota, so that a file stopped there is seen as over it.
+        limit_file_size(&mut cmd, q.max_bytes.saturating_add(1));
+    }
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn {
         program: program.clone(),
@@ -110,6 +132,7 @@ pub fn spawn(spec: &ProcessSpec, on_progress: ProgressFn) -> Result<RunningProce
         pid,
         started,
         time_limit: spec.time_limit,
+        quota: spec.quota.clone(),
         stdout_task,
         stderr_task,
     })
@@ -135,9 +158,19 @@ impl RunningProcess {
             },
             _ = &mut deadline => Termination::TimedOut,
             _ = async { let _ = cancel.wait_for(|c| *c).await; } => Termination::Cancelled,
+            t = watch_quota(self.quota.clone()) => t,
         };
         kill_group(self.pid);
-        if matches!(termination, Termination::TimedOut | Termination::Cancelled) {
+        let termination = match (&termination, &self.quota) {
+            (Termination::Exited(_) | Termination::Signalled(_), Some(q)) => {
+                final_quota_check(q).await.unwrap_or(termination)
+            }
+            _ => termination,
+        };
+        if !matches!(
+            termination,
+            Termination::Exited(_) | Termination::Signalled(_)
+        ) {
             if let Err(e) = self.child.wait().await {
                 tracing::warn!(pid = self.pid, error = %e, "reaping killed job process failed");
             }
@@ -153,6 +186,74 @@ impl RunningProcess {
             wall,
             exited_at,
         }
+    }
+}
+
+/// Resolves once the quota's directories hold more than allowed; never without a quota.
+async fn watch_quota(quota: Option<OutputQuota>) -> Termination {
+    let Some(q) = quota else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(QUOTA_POLL);
+    loop {
+        tick.tick().await;
+        if let Some(t) = final_quota_check(&q).await {
+            return t;
+        }
+    }
+}
+
+/// `QuotaExceeded` when the quota's directories now hold more than allowed.
+async fn final_quota_check(q: &OutputQuota) -> Option<Termination> {
+    let dirs = q.dirs.clone();
+    let used = tokio::task::spawn_blocking(move || dirs_usage(&dirs))
+        .await
+        .unwrap_or(u64::MAX);
+    over_quota(used, q.max_bytes)
+}
+
+/// The decision: `used` over `limit` ends the job.
+pub fn over_quota(used: u64, limit: u64) -> Option<Termination> {
+    (used > limit).then_some(Termination::QuotaExceeded { used, limit })
+}
+
+/// Apparent size of every file under `dirs` (symbolic links not followed), saturating.
+pub fn dirs_usage(dirs: &[PathBuf]) -> u64 {
+    let mut total = 0u64;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total = total.saturating_add(m.len());
+            }
+        }
+    }
+    total
+}
+
+/// RLIMIT_FSIZE in the child: no single file grows past the quota even between two polls.
+fn limit_file_size(cmd: &mut Command, bytes: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2),
+    // which is async-signal-safe; `lim` is a plain copy.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -344,6 +445,7 @@ mod tests {
             cwd: dir.path().into(),
             time_limit: limit,
             capture_bytes: 1024,
+            quota: None,
         };
         (dir, s)
     }

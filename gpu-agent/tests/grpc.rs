@@ -24,7 +24,9 @@ async fn start(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path(), gpus, vec![scheduler.public()]);
-    c.owner = Some(Keypair::generate().address());
+    let owner = Keypair::generate().address();
+    c.owner = Some(owner);
+    c.serves = Serves::Providers(vec![owner]);
     let agent = open(c, Keypair::generate());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, _h) = api::spawn_server(agent, "127.0.0.1:0".parse().unwrap(), async {
@@ -193,9 +195,10 @@ async fn read_only_calls_leases_history_and_stress_over_grpc() {
         (st.agent_id.as_str(), st.chain_id.as_str(), st.gpu_count),
         ("test-node", "aitbc-test", 2)
     );
-    assert_eq!(st.serves, vec!["any".to_string()]);
-    // The registration the owner sends, with the agent's proof for that owner and chain.
+    // The registration the owner sends, with the agent's proof for that owner and chain; the
+    // agent serves its owner's listings only.
     let owner: Address = st.owner.parse().unwrap();
+    assert_eq!(st.serves, vec![owner.to_string()]);
     match borsh::from_slice::<Action>(&st.register_action).unwrap() {
         Action::RegisterAgent {
             agent_key,
@@ -205,7 +208,11 @@ async fn read_only_calls_leases_history_and_stress_over_grpc() {
         } => {
             assert_eq!(
                 (agent_key.to_hex(), agent_id.as_str(), &serves),
-                (st.agent_key.clone(), "test-node", &Serves::AnyProvider)
+                (
+                    st.agent_key.clone(),
+                    "test-node",
+                    &Serves::Providers(vec![owner])
+                )
             );
             let verify = |o: &Address| {
                 verify_registration(&agent_key, &st.chain_id, o, &agent_id, &serves, &proof)

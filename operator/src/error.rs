@@ -25,6 +25,16 @@ pub enum Error {
     Chain(#[from] ClientError),
     #[error("key Secret {name:?} is unusable: {reason}")]
     BadKey { name: String, reason: String },
+    #[error("Wallet {wallet:?} may not sign with Secret {secret:?}: {reason}")]
+    ForeignKey {
+        wallet: String,
+        secret: String,
+        reason: crate::keys::KeyRefusal,
+    },
+    #[error(
+        "Wallet {from:?} does not allow funding Wallet {to:?}: add {to:?} to its spec.allowFunding"
+    )]
+    FundingNotGranted { from: String, to: String },
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
     #[error("transaction {action} refused: {reason}")]
@@ -51,6 +61,8 @@ impl Error {
             Error::Chain(ClientError::Unreachable { .. }) => "ChainUnreachable",
             Error::Chain(_) => "ChainError",
             Error::BadKey { .. } => "BadKeySecret",
+            Error::ForeignKey { .. } => "SecretNotAllowed",
+            Error::FundingNotGranted { .. } => "FundingNotGranted",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::TxRefused { .. } => "TransactionRefused",
             Error::Serde(_) => "SerializationError",
@@ -64,6 +76,8 @@ impl Error {
             Error::MissingRef { .. }
                 | Error::NotReady { .. }
                 | Error::BadKey { .. }
+                | Error::ForeignKey { .. }
+                | Error::FundingNotGranted { .. }
                 | Error::InvalidSpec(_)
                 | Error::TxRefused { .. }
                 | Error::NoChain(_)

@@ -11,6 +11,7 @@ pub mod http;
 pub mod keys;
 pub mod leader;
 pub mod metrics;
+pub mod podsecurity;
 pub mod run;
 pub mod scheduler;
 pub mod txflow;

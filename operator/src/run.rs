@@ -21,7 +21,6 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,9 +39,10 @@ pub struct RunArgs {
     /// This replica's identity in leader election.
     #[arg(long, env = "POD_NAME", default_value = "aitbc-operator")]
     pub pod_name: String,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "AITBC_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated; default: all namespaces). With a list the
+    /// operator needs Roles in those namespaces only, no ClusterRole.
+    #[arg(long, env = "AITBC_WATCH_NAMESPACE", value_delimiter = ',')]
+    pub watch_namespace: Vec<String>,
     /// Namespace of the gpu-agent DaemonSet pods (default: all namespaces).
     #[arg(long, env = "AITBC_AGENT_NAMESPACE")]
     pub agent_namespace: Option<String>,
@@ -164,7 +164,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
     }
 
-    let controllers = controllers(client.clone(), ctx, args.watch_namespace.as_deref());
+    let scopes = watch_scopes(&args.watch_namespace);
+    let controllers = futures::future::join_all(
+        scopes
+            .iter()
+            .map(|ns| controllers(client.clone(), ctx.clone(), ns.as_deref())),
+    );
     let result = if !args.leader_election {
         controllers.await;
         Ok(())
@@ -177,6 +182,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     metrics.leader.set(0);
     let _ = stop_tx.send(true);
     result
+}
+
+/// Pure: the namespaces to run controllers for (`None`: all namespaces, one cluster-wide watch).
+pub fn watch_scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    let mut v: Vec<String> = namespaces
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    v.sort();
+    v.dedup();
+    if v.is_empty() {
+        vec![None]
+    } else {
+        v.into_iter().map(Some).collect()
+    }
 }
 
 async fn controllers(client: Client, ctx: Arc<Context>, ns: Option<&str>) {
@@ -255,14 +276,14 @@ async fn scheduler_loop(
                 .endpoint(&args.namespace, None)
                 .await
                 .map_err(|e| e.to_string())?;
-            let labels = BTreeMap::from([(
-                "app.kubernetes.io/component".to_string(),
-                "scheduler".to_string(),
-            )]);
-            let (key, _) =
-                ensure_key_secret(&secrets, &args.namespace, &args.scheduler_secret, labels)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let (key, _) = ensure_key_secret(
+                &secrets,
+                &args.namespace,
+                &args.scheduler_secret,
+                crate::keys::scheduler_key_labels(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             if let Some(expected) = &args.chain_id {
                 let chain = chains
                     .chain(&args.namespace, None)
@@ -292,5 +313,20 @@ async fn scheduler_loop(
             Err(e) => tracing::warn!(error = %e, "scheduler not running; retrying in 10s"),
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_custody_watch_namespaces_scope_the_controllers() {
+        assert_eq!(watch_scopes(&[]), [None]);
+        assert_eq!(watch_scopes(&["".into()]), [None]);
+        assert_eq!(
+            watch_scopes(&["b".into(), "a".into(), "b".into()]),
+            [Some("a".to_string()), Some("b".to_string())]
+        );
     }
 }

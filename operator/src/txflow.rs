@@ -2,7 +2,9 @@
 //! bytes) in the resource's status, and only then submits it. On every later reconcile the
 //! recorded transaction is followed: committed, still in flight (resubmit the same bytes: the
 //! same hash, which the chain never applies twice), or dead (its nonce was used by another
-//! transaction and it is on no block: only then may a new one be signed).
+//! committed transaction and it is on no block: only then may a new one be signed). A node's
+//! refusal is typed by its gRPC status code and never ends the record: another node may still
+//! commit the transaction.
 
 use crate::chain::{ChainApi, TxState};
 use crate::error::{Error, Result};
@@ -11,6 +13,7 @@ use aitbc_protocol::client::ClientError;
 use aitbc_protocol::model::TxReceipt;
 use aitbc_protocol::tx::{Action, SignedTransaction, Transaction};
 use aitbc_protocol::{Amount, Hash, Keypair};
+use std::time::Duration;
 
 /// Signs `action` and returns the transaction with its status record.
 pub fn sign(
@@ -53,15 +56,74 @@ pub enum Progress {
     Applied(TxReceipt),
     /// In a block, but rejected there (the nonce and fee are spent; do not retry blindly).
     RejectedInBlock(String),
-    /// Refused at submission: never entered the chain (safe to sign again later).
-    Refused(String),
+    /// The node we asked refused it. That proves nothing about the chain (another node may hold
+    /// it and commit it): the record stays and the same bytes are submitted again later.
+    Refused(Refusal),
     /// Submitted and not yet committed.
     InFlight,
-    /// On no block and never can be: its nonce was used by another transaction.
+    /// On no block and never can be: its nonce was used by another committed transaction.
     Dead,
 }
 
-/// Follows (and if needed resubmits) a recorded transaction.
+/// Why a node refused a submission, typed from its gRPC status code (never from its text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// Back-pressure (`RESOURCE_EXHAUSTED`): the pool is full, the transaction is fine.
+    Busy,
+    /// The node refused the transaction itself (`INVALID_ARGUMENT`, `FAILED_PRECONDITION`,
+    /// `PERMISSION_DENIED`): still only that node's view of it.
+    Refused,
+}
+
+impl Refusal {
+    /// When to send the same bytes again.
+    pub fn retry_after(&self) -> Duration {
+        match self.kind {
+            RefusalKind::Busy => Duration::from_secs(5),
+            RefusalKind::Refused => Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one submission says, classified by the client error's variant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// Accepted now, or already held by the node (the same hash is never applied twice).
+    InFlight,
+    /// Refused by this node.
+    Refused(Refusal),
+}
+
+/// Pure: a submission's result as the transaction flow sees it. Transport and other trouble
+/// stay errors (the record stays and the next reconcile resubmits).
+pub fn classify_submit<T>(result: Result<T, ClientError>) -> Result<Submitted, ClientError> {
+    match result {
+        Ok(_) | Err(ClientError::AlreadyKnown(_)) => Ok(Submitted::InFlight),
+        Err(ClientError::Busy(reason)) => Ok(Submitted::Refused(Refusal {
+            kind: RefusalKind::Busy,
+            reason,
+        })),
+        Err(ClientError::Rejected(reason)) => Ok(Submitted::Refused(Refusal {
+            kind: RefusalKind::Refused,
+            reason,
+        })),
+        Err(e) => Err(e),
+    }
+}
+
+/// Pure: a recorded transaction unknown to the chain can be abandoned only when the sender's
+/// committed nonce has moved past it (another committed transaction used that nonce).
+pub fn nonce_used_by_another(committed_nonce: u64, recorded_nonce: u64) -> bool {
+    committed_nonce > recorded_nonce
+}
+
+/// Follows (and if needed resubmits, always the same bytes) a recorded transaction.
 pub async fn progress(chain: &dyn ChainApi, p: &PendingTx) -> Result<Progress> {
     let hash: Hash = p
         .hash
@@ -77,26 +139,16 @@ pub async fn progress(chain: &dyn ChainApi, p: &PendingTx) -> Result<Progress> {
         ));
     }
     let account = chain.account(&stx.tx.sender_address()).await?;
-    if account.nonce > p.nonce {
-        // The nonce is spent; the transaction may have been committed in between.
+    if nonce_used_by_another(account.nonce, p.nonce) {
+        // The nonce is spent: by this very transaction (committed in between) or by another.
         return Ok(committed(chain, &hash).await?.unwrap_or(Progress::Dead));
     }
-    match chain.submit(&stx).await {
-        Ok(_) => Ok(Progress::InFlight),
-        Err(ClientError::Rejected(reason)) => {
-            // Already in the mempool or a block: the same hash is never applied twice.
-            if reason.contains("already")
-                || reason.contains("duplicate")
-                || reason.contains("known")
-            {
-                Ok(Progress::InFlight)
-            } else {
-                Ok(committed(chain, &hash)
-                    .await?
-                    .unwrap_or(Progress::Refused(reason)))
-            }
-        }
-        Err(e) => Err(e.into()),
+    match classify_submit(chain.submit(&stx).await)? {
+        Submitted::InFlight => Ok(Progress::InFlight),
+        // One node's refusal: the chain may still commit it elsewhere; look once more.
+        Submitted::Refused(r) => Ok(committed(chain, &hash)
+            .await?
+            .unwrap_or(Progress::Refused(r))),
     }
 }
 
@@ -111,14 +163,13 @@ async fn committed(chain: &dyn ChainApi, hash: &Hash) -> Result<Option<Progress>
     })
 }
 
-/// Submits a transaction already recorded in status. A refusal is `Progress::Refused`.
+/// Submits a transaction already recorded in status. A refusal keeps the record
+/// (`Progress::Refused`): the next reconcile follows it and submits the same bytes again.
 pub async fn submit(chain: &dyn ChainApi, stx: &SignedTransaction) -> Result<Progress> {
-    match chain.submit(stx).await {
-        Ok(_) => Ok(Progress::InFlight),
-        Err(ClientError::Rejected(reason)) => Ok(Progress::Refused(reason)),
-        // Unreachable or other trouble: the record stays and the next reconcile resubmits.
-        Err(e) => Err(e.into()),
-    }
+    Ok(match classify_submit(chain.submit(stx).await)? {
+        Submitted::InFlight => Progress::InFlight,
+        Submitted::Refused(r) => Progress::Refused(r),
+    })
 }
 
 #[cfg(test)]
@@ -142,5 +193,39 @@ mod tests {
         assert_eq!(decode(&p).unwrap(), stx);
         assert_eq!(p.hash, stx.hash().to_hex());
         assert!(!p.signed_tx.contains(&k.secret_hex()));
+    }
+
+    #[test]
+    fn key_custody_refusals_are_classified_by_variant_and_never_end_the_record() {
+        let same = "the mempool is full".to_string();
+        assert_eq!(
+            classify_submit::<()>(Err(ClientError::Busy(same.clone()))).unwrap(),
+            Submitted::Refused(Refusal {
+                kind: RefusalKind::Busy,
+                reason: same.clone()
+            })
+        );
+        assert_eq!(
+            classify_submit::<()>(Err(ClientError::AlreadyKnown("x".into()))).unwrap(),
+            Submitted::InFlight,
+            "a node that already holds the transaction has it in flight"
+        );
+        // The text says "already" but the code says refused: the text is not looked at.
+        assert_eq!(
+            classify_submit::<()>(Err(ClientError::Rejected("already pending".into()))).unwrap(),
+            Submitted::Refused(Refusal {
+                kind: RefusalKind::Refused,
+                reason: "already pending".into()
+            })
+        );
+        assert!(classify_submit::<()>(Err(ClientError::Rpc("boom".into()))).is_err());
+        assert_eq!(classify_submit(Ok(())).unwrap(), Submitted::InFlight);
+    }
+
+    #[test]
+    fn key_custody_only_a_used_nonce_proves_a_transaction_dead() {
+        assert!(!nonce_used_by_another(3, 3), "nonce 3 is still free");
+        assert!(!nonce_used_by_another(2, 3));
+        assert!(nonce_used_by_another(4, 3));
     }
 }

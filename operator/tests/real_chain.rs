@@ -164,7 +164,11 @@ async fn marketplace_resources_go_through_their_phases_on_a_real_chain() {
     let dir = tempfile::tempdir().unwrap();
     let (_node, client, ops) = start_chain(dir.path()).await;
     let w = World::with_chain(Arc::new(client.clone()));
-    w.wallet_with_given_key("genesis-ops", &ops, json!({}));
+    w.wallet_with_given_key(
+        "genesis-ops",
+        &ops,
+        json!({"allowFunding": ["provider", "customer"]}),
+    );
     w.add(
         "Wallet",
         "wallets",
@@ -334,7 +338,11 @@ async fn aijob_runs_on_a_gpu_agent_pod_through_the_in_process_scheduler() {
     let scheduler_key = read_key(&dir.path().join("scheduler.key"));
     let handle = Arc::new(SchedulerHandle::default());
     let w = World::with_chain_and_jobs(Arc::new(client.clone()), handle.clone());
-    w.wallet_with_given_key("genesis-ops", &ops, json!({}));
+    w.wallet_with_given_key(
+        "genesis-ops",
+        &ops,
+        json!({"allowFunding": ["provider", "customer", "scheduler"]}),
+    );
     let provider = Keypair::generate();
     w.wallet_with_given_key(
         "provider",

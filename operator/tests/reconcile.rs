@@ -89,6 +89,7 @@ fn hex_secret(w: &World, name: &str) -> String {
 async fn wallet_funding_is_recorded_before_it_is_sent_and_runs_exactly_once() {
     let w = World::new();
     let ops = w.wallet_with_key("genesis-ops", 1000);
+    w.grant_funding("genesis-ops", "bob");
     w.add(
         "Wallet",
         "wallets",

@@ -15,6 +15,14 @@ pub enum ClientError {
     Unreachable { endpoint: String, reason: String },
     #[error("transaction refused: {0}")]
     Rejected(String),
+    /// The node is out of room for now (gRPC `RESOURCE_EXHAUSTED`): for a submission, its
+    /// mempool or this sender's share of it is full and the transaction itself is fine (send the
+    /// same bytes again later); for a query, its query queue or stream slots are taken.
+    #[error("the chain node is busy, retry shortly: {0}")]
+    Busy(String),
+    /// The node already holds this very transaction (gRPC `ALREADY_EXISTS`): it is pending.
+    #[error("transaction already known: {0}")]
+    AlreadyKnown(String),
     #[error("{0}")]
     NotFound(String),
     #[error("transaction {hash} not committed after {waited:?}; check it later with `aitbc-cli transaction status --tx-id {hash}`")]
@@ -28,11 +36,11 @@ pub enum ClientError {
 fn from_status(s: tonic::Status) -> ClientError {
     match s.code() {
         Code::NotFound => ClientError::NotFound(s.message().to_string()),
-        Code::InvalidArgument
-        | Code::FailedPrecondition
-        | Code::PermissionDenied
-        | Code::AlreadyExists
-        | Code::ResourceExhausted => ClientError::Rejected(s.message().to_string()),
+        Code::AlreadyExists => ClientError::AlreadyKnown(s.message().to_string()),
+        Code::ResourceExhausted => ClientError::Busy(s.message().to_string()),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied => {
+            ClientError::Rejected(s.message().to_string())
+        }
         Code::Unavailable => ClientError::Unreachable {
             endpoint: String::new(),
             reason: s.message().to_string(),
@@ -433,4 +441,33 @@ impl ChainClient {
 /// Decodes the receipts of a committed block from the stream.
 pub fn block_receipts(b: &pb::CommittedBlock) -> Result<Vec<TxReceipt>, ClientError> {
     b.receipts.iter().map(|r| decode(r)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_custody_refusals_are_typed_by_status_code_not_by_message() {
+        let same_text = "whatever the node says";
+        assert!(matches!(
+            from_status(tonic::Status::resource_exhausted(same_text)),
+            ClientError::Busy(_)
+        ));
+        assert!(matches!(
+            from_status(tonic::Status::already_exists(same_text)),
+            ClientError::AlreadyKnown(_)
+        ));
+        for s in [
+            tonic::Status::failed_precondition("transaction abc is already pending"),
+            tonic::Status::invalid_argument(same_text),
+            tonic::Status::permission_denied(same_text),
+        ] {
+            assert!(matches!(from_status(s), ClientError::Rejected(_)));
+        }
+        assert!(matches!(
+            from_status(tonic::Status::not_found(same_text)),
+            ClientError::NotFound(_)
+        ));
+    }
 }

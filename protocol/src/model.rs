@@ -131,6 +131,31 @@ pub struct Job {
     pub updated_height: u64,
     /// Fee burned at settlement.
     pub fee_burned: Amount,
+    /// What a successful result pays the provider (<= `escrow`; the rest is refunded at
+    /// settlement). Lower than `escrow` when the job draws on a larger accepted bid.
+    pub price: Amount,
+    /// BFT block time (unix ms) by which a result is due. `ReportResult` is accepted until
+    /// `deadline_ms` plus the chain's result grace; a refund for a missing result only after.
+    pub deadline_ms: u64,
+    /// The customer asked to stop the job after it was assigned (`CancelJob` on an assigned job).
+    /// The agent's receipt with the usage so far then pays by the listing's rule.
+    pub stop_requested: bool,
+}
+
+impl Job {
+    /// The attempt a result receipt must name: the number of the latest assignment.
+    pub fn attempt(&self) -> u32 {
+        self.assignments
+    }
+}
+
+/// An accepted `gpu-rental` bid held as a lease: the chain pays the provider for the time from
+/// `start_ms` to `end_ms` (BFT block time) out of the bid's escrow.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Lease {
+    pub bid_id: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -223,6 +248,30 @@ pub enum Event {
         agent_key: PublicKey,
         owner: Address,
     },
+    /// A job drew on an accepted bid: the bid's escrow moved into the job.
+    BidUsed {
+        bid_id: String,
+        job_id: String,
+        amount: Amount,
+    },
+    /// The customer asked the assigned agent to stop; its receipt with the usage so far settles.
+    JobStopRequested {
+        job_id: String,
+        agent_key: PublicKey,
+        attempt: u32,
+    },
+    /// A rental lease started (its bid was accepted) and ends at `end_ms` (BFT time).
+    LeaseStarted {
+        bid_id: String,
+        start_ms: u64,
+        end_ms: u64,
+    },
+    /// A lease ended before its term: the part of its escrow not paid (`BidSettled`) went back.
+    LeaseRefunded {
+        bid_id: String,
+        bidder: Address,
+        refunded: Amount,
+    },
 }
 
 impl Event {
@@ -232,7 +281,8 @@ impl Event {
             | Event::JobAssigned { job_id, .. }
             | Event::ResultReported { job_id, .. }
             | Event::JobSettled { job_id, .. }
-            | Event::JobRefunded { job_id, .. } => Some(job_id),
+            | Event::JobRefunded { job_id, .. }
+            | Event::JobStopRequested { job_id, .. } => Some(job_id),
             _ => None,
         }
     }

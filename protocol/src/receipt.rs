@@ -22,6 +22,9 @@ pub struct Usage {
 pub struct JobReceipt {
     pub chain_id: String,
     pub job_id: String,
+    /// The job's assignment this receipt is for (`Job::attempt`); a receipt of an earlier
+    /// attempt is refused after the job was reassigned.
+    pub attempt: u32,
     pub agent_key: PublicKey,
     pub success: bool,
     /// Process exit code; `None` when killed (time limit, cancellation, signal).
@@ -77,6 +80,7 @@ mod tests {
         let r = JobReceipt {
             chain_id: "c".into(),
             job_id: "job-1".into(),
+            attempt: 1,
             agent_key: k.public(),
             success: true,
             exit_code: Some(0),

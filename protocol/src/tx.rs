@@ -154,10 +154,16 @@ pub enum Action {
         bid_id: String,
     },
     /// The bidder releases an accepted bid's escrow to the provider (minus the marketplace fee).
+    /// On a `gpu-rental` lease the provider may send it too: it ends the lease, paid for the time
+    /// held (all of it once the term is over), the rest refunded to the bidder.
     SettleBid {
         bid_id: String,
     },
-    /// Locks `payment` (or draws on the sender's accepted bid) for a job due within `deadline_blocks`.
+    /// Locks `payment` for a job, or draws on the sender's accepted bid `bid_id` (then `payment`
+    /// 0 means the bid's amount, more tops the bid up, less is the job's price and the rest of
+    /// the bid is refunded at settlement). The result is due `deadline_blocks` genesis block
+    /// times after submission, measured in BFT block time (0: the chain's default, which leaves
+    /// slack beyond the job's time limit).
     SubmitJob {
         listing_id: Option<String>,
         bid_id: Option<String>,
@@ -165,7 +171,8 @@ pub enum Action {
         spec: JobSpec,
         deadline_blocks: u64,
     },
-    /// The customer withdraws a job that has no result yet; refunds.
+    /// The customer withdraws a pending job (refunded), or asks the agent of an assigned job to
+    /// stop: its receipt with the usage so far then pays the provider by the listing's rule.
     CancelJob {
         job_id: String,
     },
@@ -183,7 +190,8 @@ pub enum Action {
         job_id: String,
         agent_key: PublicKey,
     },
-    /// Anyone may carry the receipt; it must be signed by the job's assigned agent.
+    /// Anyone may carry the receipt; it must be signed by the job's assigned agent for the job's
+    /// current attempt and arrive by the deadline plus the result grace. It settles the job.
     ReportResult {
         receipt: SignedJobReceipt,
     },

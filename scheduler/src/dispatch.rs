@@ -708,13 +708,14 @@ async fn run_on_agent(s: &Arc<Scheduler>, id: &str, agent: &AgentView) -> Result
                 };
                 let started = tokio::time::timeout(
                     Duration::from_secs(30),
-                    client.run_job(
+                    client.run_job_attempt(
                         id,
                         &customer,
                         &rec.spec,
                         &runtime,
                         input,
                         lease_id.as_deref(),
+                        rec.attempts,
                     ),
                 )
                 .await;

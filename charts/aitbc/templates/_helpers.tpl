@@ -84,6 +84,44 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{/*
+The operator's rules on the namespaces it watches (a ClusterRole, or a Role in each of
+watchNamespaces): exactly the verbs its code uses.
+*/}}
+{{- define "aitbc.operator.rules" -}}
+- apiGroups: ["aitbc.io"]
+  resources: ["nodes", "wallets", "servicelistings", "bids", "aijobs"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["aitbc.io"]
+  resources: ["nodes/status", "wallets/status", "servicelistings/status", "bids/status", "aijobs/status"]
+  verbs: ["patch"]
+# owner references with blockOwnerDeletion on the objects a Node owns
+- apiGroups: ["aitbc.io"]
+  resources: ["nodes/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps", "persistentvolumeclaims"]
+  verbs: ["get", "create"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
 {{- define "aitbc.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: 65532

@@ -81,10 +81,15 @@ pub async fn submit(ctx: &Ctx, a: &AiSubmitArgs) -> Result<Report> {
         params,
     };
     let chain = ctx.chain().await?;
+    let key = ctx.unlock(&a.wallet)?;
+    let mut bid_id = a.bid_id.clone();
     if let Some(sid) = &a.service_id {
         let l = crate::commands::marketplace::listing(&chain, sid).await?;
+        if bid_id.is_none() {
+            bid_id = accepted_bid(&chain, &l, &key.address(), a.payment).await?;
+        }
         if let Some(p) = a.payment {
-            if a.bid_id.is_none() && p < l.price {
+            if p < l.price {
                 bail!(
                     "--payment {p} AIT is below the price of service {sid} ({} AIT)",
                     l.price
@@ -92,10 +97,9 @@ pub async fn submit(ctx: &Ctx, a: &AiSubmitArgs) -> Result<Report> {
             }
         }
     }
-    let key = ctx.unlock(&a.wallet)?;
     let action = Action::SubmitJob {
         listing_id: a.service_id.clone(),
-        bid_id: a.bid_id.clone(),
+        bid_id: bid_id.clone(),
         payment: a.payment.unwrap_or_default(),
         spec,
         deadline_blocks: a.deadline_blocks.unwrap_or(0),
@@ -107,6 +111,9 @@ pub async fn submit(ctx: &Ctx, a: &AiSubmitArgs) -> Result<Report> {
         .unwrap_or_else(|| object_id("job", &sent.hash));
     let mut r = ctx.report();
     r.field("job_id", &id);
+    if let Some(b) = &bid_id {
+        r.field("bid_id", b);
+    }
     ctx.report_sent(&mut r, &sent);
     // Input files travel off chain, to the scheduler, which checks them against the digests.
     for (what, file) in [("dataset", &dataset), ("input", &input)] {
@@ -130,6 +137,28 @@ pub async fn submit(ctx: &Ctx, a: &AiSubmitArgs) -> Result<Report> {
         }
     }
     Ok(r)
+}
+
+/// The customer's accepted, unused bid on a listing that a job there draws on (so the job does
+/// not lock a second payment): the one of the payment's amount if any, else the oldest. None for
+/// a `gpu-rental` listing (a lease's escrow pays for the lease) or when the customer holds none.
+async fn accepted_bid(
+    chain: &aitbc_protocol::client::ChainClient,
+    l: &aitbc_protocol::model::Listing,
+    customer: &aitbc_protocol::Address,
+    payment: Option<aitbc_protocol::Amount>,
+) -> Result<Option<String>> {
+    if l.service_type == aitbc_protocol::tx::ServiceType::GpuRental {
+        return Ok(None);
+    }
+    let mut bids = chain
+        .bids(&l.id, Some(customer), "accepted")
+        .await
+        .map_err(|e| anyhow!("listing the accepted bids on {}: {e}", l.id))?;
+    bids.retain(|b| b.status == aitbc_protocol::model::BidStatus::Accepted);
+    bids.sort_by_key(|b| (b.created_height, b.id.clone()));
+    let same = bids.iter().find(|b| Some(b.amount) == payment);
+    Ok(same.or(bids.first()).map(|b| b.id.clone()))
 }
 
 fn info_lines(r: &mut Report, j: &spb::JobInfo) {

@@ -338,21 +338,13 @@ fn replay_rules(r: &mut Report, f: &Facts) -> Result<()> {
         for e in t.events() {
             match e {
                 Event::BidPlaced { amount, .. } => locked = sum([locked, *amount]),
-                Event::JobSubmitted { escrow, .. } => {
-                    // A job drawing on a bid moves that bid's escrow; it locks nothing new.
-                    let from_bid = matches!(
-                        &t.tx.tx.action,
-                        aitbc_protocol::tx::Action::SubmitJob {
-                            bid_id: Some(_),
-                            ..
-                        }
-                    );
-                    if !from_bid {
-                        locked = sum([locked, *escrow]);
-                    }
-                }
+                // A job drawing on a bid takes over that bid's escrow (BidUsed) and locks any
+                // top-up: the job's escrow is locked, the bid's released into it.
+                Event::JobSubmitted { escrow, .. } => locked = sum([locked, *escrow]),
+                Event::BidUsed { amount, .. } => released = sum([released, *amount]),
                 Event::BidRejected { refunded, .. }
                 | Event::BidCancelled { refunded, .. }
+                | Event::LeaseRefunded { refunded, .. }
                 | Event::JobRefunded { refunded, .. } => released = sum([released, *refunded]),
                 Event::BidSettled {
                     paid, fee_burned, ..

@@ -615,7 +615,10 @@ async fn start_all(
             sched.public().to_hex(),
             "--owner".into(),
             ops_addr.to_string(),
-            "--serves".into(),
+            // Devnet listings come from any wallet: the agents sandbox their jobs (bubblewrap)
+            // and serve every provider; where the sandbox cannot run they say so and serve
+            // only genesis-ops.
+            "--serve".into(),
             "any".into(),
             "--simulate-gpus".into(),
             a.simulate_gpus.to_string(),

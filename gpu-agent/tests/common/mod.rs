@@ -66,5 +66,7 @@ pub fn job(id: &str, script: &str, gpus: u32) -> JobRequest {
         runtime: shell(script),
         input: Vec::new(),
         lease_id: None,
+        provider: None,
+        attempt: 1,
     }
 }

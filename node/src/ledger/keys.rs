@@ -7,6 +7,8 @@ pub const LISTING: &[u8] = b"l/";
 pub const BID: &[u8] = b"b/";
 pub const JOB: &[u8] = b"j/";
 pub const AGENT: &[u8] = b"g/";
+/// `e/BID_ID` -> the lease of an accepted `gpu-rental` bid.
+pub const LEASE: &[u8] = b"e/";
 /// `r/HEIGHT(be)` -> the block's receipts, in transaction order (one value per block).
 pub const BLOCK_RECEIPTS: &[u8] = b"r/";
 pub const TOTALS: &[u8] = b"m/totals";
@@ -34,6 +36,9 @@ pub fn bid(id: &str) -> Vec<u8> {
 }
 pub fn job(id: &str) -> Vec<u8> {
     key(JOB, id.as_bytes())
+}
+pub fn lease(bid_id: &str) -> Vec<u8> {
+    key(LEASE, bid_id.as_bytes())
 }
 pub fn agent(k: &PublicKey) -> Vec<u8> {
     key(AGENT, &k.0)

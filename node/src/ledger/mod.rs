@@ -1,5 +1,6 @@
 //! The ledger: state layout, the pure state transition, and genesis.
 
+mod actions;
 pub mod apply;
 pub mod genesis;
 pub mod keys;

@@ -18,6 +18,8 @@ use aitbc_protocol::{Address, Amount, Hash, Keypair, Signature};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
+mod fair_exchange;
+
 const CHAIN: &str = "aitbc-test";
 
 fn ait(n: u128) -> Amount {
@@ -29,6 +31,8 @@ struct Ledger {
     state: BTreeMap<Vec<u8>, Vec<u8>>,
     params: ChainParams,
     height: u64,
+    /// BFT time of the last block (100 ms per block, plus any [`Ledger::wait_ms`]).
+    time_ms: u64,
     proposer: Keypair,
     nonces: HashMap<Address, u64>,
 }
@@ -68,6 +72,7 @@ impl Ledger {
             state,
             params: ChainParams::from_genesis(&g),
             height: 0,
+            time_ms: 0,
             proposer,
             nonces: HashMap::new(),
         }
@@ -88,9 +93,10 @@ impl Ledger {
 
     fn block(&mut self, txs: &[SignedTransaction]) -> Vec<TxReceipt> {
         self.height += 1;
+        self.time_ms += 100;
         let ctx = BlockContext {
             height: self.height,
-            time_ms: self.height * 100,
+            time_ms: self.time_ms,
             proposer: self.proposer.public(),
             params: &self.params,
             verified: None,
@@ -103,6 +109,11 @@ impl Ledger {
             };
         }
         out.receipts
+    }
+
+    /// Lets `ms` of BFT time pass before the next block.
+    fn wait_ms(&mut self, ms: u64) {
+        self.time_ms += ms;
     }
 
     /// Applies one transaction in its own block; returns the rejection reason, if any.
@@ -187,12 +198,15 @@ impl Ledger {
 
 fn created_id(r: &TxReceipt) -> String {
     use aitbc_protocol::model::Event::*;
-    match &r.events[0] {
-        ListingCreated { listing_id, .. } => listing_id.clone(),
-        BidPlaced { bid_id, .. } => bid_id.clone(),
-        JobSubmitted { job_id, .. } => job_id.clone(),
-        e => panic!("no id in {e:?}"),
-    }
+    r.events
+        .iter()
+        .find_map(|e| match e {
+            ListingCreated { listing_id, .. } => Some(listing_id.clone()),
+            BidPlaced { bid_id, .. } => Some(bid_id.clone()),
+            JobSubmitted { job_id, .. } => Some(job_id.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no id in {:?}", r.events))
 }
 
 fn listing(price: u128) -> Action {
@@ -216,14 +230,29 @@ fn receipt(
     job_id: &str,
     success: bool,
 ) -> aitbc_protocol::receipt::SignedJobReceipt {
+    receipt_for(agent, job_id, success, 1, 0)
+}
+
+/// A receipt of `attempt` with `gpu_seconds` of usage.
+fn receipt_for(
+    agent: &Keypair,
+    job_id: &str,
+    success: bool,
+    attempt: u32,
+    gpu_seconds: u64,
+) -> aitbc_protocol::receipt::SignedJobReceipt {
     JobReceipt {
         chain_id: CHAIN.into(),
         job_id: job_id.into(),
+        attempt,
         agent_key: agent.public(),
         success,
         exit_code: Some(if success { 0 } else { 1 }),
         output_digest: Hash::domain("out", &[]),
-        usage: Usage::default(),
+        usage: Usage {
+            gpu_seconds,
+            ..Usage::default()
+        },
         message: String::new(),
         finished_at_ms: 1,
     }
@@ -326,15 +355,18 @@ impl World {
 fn seed_scenario_pays_provider_minus_burned_fee() {
     let mut w = world();
     let before = w.l.account(&w.provider.address()).balance;
+    // The result settles the job: no SettleJob needed (and none accepted).
     let (_, _, job) = w.job_with_result(true);
     let s = w.scheduler.clone();
-    w.l.run(
-        &s,
-        Action::SettleJob {
-            job_id: job.clone(),
-        },
-    )
-    .unwrap();
+    assert!(w
+        .l
+        .run(
+            &s,
+            Action::SettleJob {
+                job_id: job.clone(),
+            },
+        )
+        .is_err());
     let after = w.l.account(&w.provider.address()).balance;
     // provider paid 12 - 2.5% = 11.7 AIT, minus the 2 fees of its own transactions (listing, accept, agent)
     let fees = Amount(30);
@@ -533,7 +565,7 @@ fn bad_inputs_are_rejected_with_their_reason() {
             .unwrap_err();
     assert!(e.contains("signature does not verify"), "{e}");
 
-    // settle twice
+    // settle twice: the result settles, a replayed result and a SettleJob are refused
     w.l.run(
         &s,
         Action::ReportResult {
@@ -541,13 +573,18 @@ fn bad_inputs_are_rejected_with_their_reason() {
         },
     )
     .unwrap();
-    w.l.run(
-        &s,
-        Action::SettleJob {
-            job_id: job.clone(),
-        },
-    )
-    .unwrap();
+    let e =
+        w.l.run(
+            &s,
+            Action::ReportResult {
+                receipt: receipt(&w.agent, &job, true),
+            },
+        )
+        .unwrap_err();
+    assert!(
+        e.contains("results are accepted only for an assigned job"),
+        "{e}"
+    );
     let e =
         w.l.run(
             &s,
@@ -597,21 +634,9 @@ fn failed_job_is_refunded_once_and_expired_job_can_be_refunded() {
     let mut w = world();
     let (_, _, job) = w.job_with_result(false);
     let (c, s) = (w.customer.clone(), w.scheduler.clone());
-    let esc_before = w.l.account(&c.address()).escrowed;
-    w.l.run(
-        &s,
-        Action::RefundJob {
-            job_id: job.clone(),
-        },
-    )
-    .unwrap();
+    // A failure the customer did not ask for refunds everything as it is reported.
     assert_eq!(w.l.job(&job).status, JobStatus::Refunded);
-    assert_eq!(
-        esc_before
-            .checked_sub(w.l.account(&c.address()).escrowed)
-            .unwrap(),
-        ait(12)
-    );
+    assert_eq!(w.l.account(&c.address()).escrowed, Amount::ZERO);
     assert!(w
         .l
         .run(
@@ -644,6 +669,12 @@ fn failed_job_is_refunded_once_and_expired_job_can_be_refunded() {
     );
     w.l.block(&[]);
     w.l.block(&[]);
+    assert!(
+        w.l.run(&s, Action::RefundJob { job_id: j2.clone() })
+            .is_err(),
+        "still within the result grace"
+    );
+    w.l.wait_ms(w.l.params.result_grace_ms);
     w.l.run(&s, Action::RefundJob { job_id: j2.clone() })
         .unwrap();
     assert_eq!(w.l.job(&j2).status, JobStatus::Refunded);
@@ -1122,7 +1153,7 @@ proptest! {
             let r = l.block(std::slice::from_ref(&stx)).remove(0);
             if r.error.is_none() {
                 applied.push(stx);
-                if let Some(id) = r.events.first().and_then(|e| match e {
+                if let Some(id) = r.events.iter().find_map(|e| match e {
                     aitbc_protocol::model::Event::ListingCreated { listing_id, .. } => Some(("l", listing_id.clone())),
                     aitbc_protocol::model::Event::BidPlaced { bid_id, .. } => Some(("b", bid_id.clone())),
                     aitbc_protocol::model::Event::JobSubmitted { job_id, .. } => Some(("j", job_id.clone())),

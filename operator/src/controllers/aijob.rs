@@ -3,20 +3,22 @@
 //! (refunds) a job that is deleted before it has a result.
 
 use super::finalizer;
-use super::{amount, condition, namespace, send_recorded, wallet_key, write_status, Managed};
+use super::{
+    amount, condition, follow_recorded, namespace, pending_hash, send_recorded, wallet_key,
+    write_status, Followed, Managed,
+};
 use crate::context::{Context, TrackedJob};
 use crate::error::{Error, Result};
-use crate::txflow::{self, Progress};
 use aitbc_crds::{AiJob, AiJobPhase, AiJobSpec, AiJobStatus, Bid as BidCr, BidPhase, JobType};
 use aitbc_protocol::model::{AgentRecord, Job, JobStatus};
 use aitbc_protocol::tx::{object_id, Action, JobKind, JobSpec};
-use aitbc_protocol::{Amount, Hash};
+use aitbc_protocol::Amount;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-super::managed!(AiJob, AiJobStatus, "aijob");
+super::managed!(AiJob, AiJobStatus, "aijob", "Submitted");
 
 /// Pure: the job request the chain stores.
 pub fn job_spec(spec: &AiJobSpec) -> JobSpec {
@@ -134,11 +136,26 @@ async fn accepted_bid(ctx: &Context, ns: &str, name: &str) -> Result<(String, Op
 }
 
 fn job_id_of(p: &aitbc_crds::PendingTx) -> Result<String> {
-    let hash: Hash = p
-        .hash
-        .parse()
-        .map_err(|e| Error::InvalidSpec(format!("pendingTx.hash: {e}")))?;
-    Ok(object_id("job", &hash))
+    Ok(object_id("job", &pending_hash(p)?))
+}
+
+/// The SubmitJob of `spec`, with the on-chain ids of its listing and accepted bid.
+async fn submit_transaction(ctx: &Context, ns: &str, spec: &AiJobSpec) -> Result<Action> {
+    let (bid_id, bid_listing) = match &spec.bid {
+        Some(name) => {
+            let (id, lid) = accepted_bid(ctx, ns, name).await?;
+            (Some(id), lid)
+        }
+        None => (None, None),
+    };
+    let listing_id = match (&spec.listing_id, &spec.listing) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Some(_)) => {
+            Some(super::bid::listing_id(ctx, ns, spec.listing.as_deref(), None).await?)
+        }
+        (None, None) => bid_listing,
+    };
+    submit_action(spec, listing_id, bid_id)
 }
 
 pub async fn reconcile(job: Arc<AiJob>, ctx: Arc<Context>) -> Result<Requeue> {
@@ -157,100 +174,37 @@ pub async fn reconcile(job: Arc<AiJob>, ctx: Arc<Context>) -> Result<Requeue> {
     let chain = ctx.chain(&ns, wallet.spec.node.as_deref()).await?;
     let mut requeue = Duration::from_secs(3);
 
-    if let Some(p) = st.pending_tx.clone() {
-        match txflow::progress(&*chain, &p).await? {
-            Progress::Applied(_) => {
-                st.pending_tx = None;
-                if p.action == "submit-job" {
-                    let id = job_id_of(&p)?;
-                    st.job_id = Some(id.clone());
-                    st.phase = AiJobPhase::Submitted;
-                    ctx.event(
-                        &*job,
-                        "JobSubmitted",
-                        "SubmitJob",
-                        format!("job {id} submitted; escrow locked by {}", p.hash),
-                    )
-                    .await;
-                }
-            }
-            Progress::RejectedInBlock(reason) => {
-                st.pending_tx = None;
-                if st.job_id.is_none() {
-                    st.phase = AiJobPhase::Failed;
-                    st.message = format!("submit-job {} rejected: {reason}", p.hash);
-                }
-                condition(
+    match follow_recorded(&ctx, &*job, &mut st, &*chain).await? {
+        Followed::Applied(p) => {
+            if p.action == "submit-job" {
+                let id = job_id_of(&p)?;
+                st.job_id = Some(id.clone());
+                st.phase = AiJobPhase::Submitted;
+                ctx.event(
                     &*job,
-                    &mut st,
-                    "Submitted",
-                    false,
-                    "TransactionRejected",
-                    format!("{} {} rejected: {reason}", p.action, p.hash),
-                );
-                ctx.warning(&*job, "TransactionRejected", &p.action, reason)
-                    .await;
-            }
-            Progress::Refused(reason) => {
-                st.pending_tx = None;
-                if p.action == "submit-job" {
-                    st.submit_tx_hash = None;
-                }
-                condition(
-                    &*job,
-                    &mut st,
-                    "Submitted",
-                    false,
-                    "TransactionRefused",
-                    format!("{} refused, retrying: {reason}", p.action),
-                );
-                ctx.warning(&*job, "TransactionRefused", &p.action, reason)
-                    .await;
-                requeue = Duration::from_secs(30);
-            }
-            Progress::Dead => {
-                st.pending_tx = None;
-                st.submit_tx_hash = None;
-            }
-            Progress::InFlight => requeue = Duration::from_secs(1),
-        }
-    } else if st.job_id.is_none() && st.phase == AiJobPhase::Pending {
-        let (bid_id, bid_listing) = match &job.spec.bid {
-            Some(name) => {
-                let (id, lid) = accepted_bid(&ctx, &ns, name).await?;
-                (Some(id), lid)
-            }
-            None => (None, None),
-        };
-        let listing_id = match (&job.spec.listing_id, &job.spec.listing) {
-            (Some(id), _) => Some(id.clone()),
-            (None, Some(_)) => {
-                Some(super::bid::listing_id(&ctx, &ns, job.spec.listing.as_deref(), None).await?)
-            }
-            (None, None) => bid_listing,
-        };
-        let action = submit_action(&job.spec, listing_id, bid_id)?;
-        let progress = send_recorded(&ctx, &*job, &mut st, &*chain, &key, action, |s, p| {
-            s.submit_tx_hash = Some(p.hash.clone())
-        })
-        .await?;
-        if let Progress::Refused(reason) = progress {
-            st.pending_tx = None;
-            st.submit_tx_hash = None;
-            condition(
-                &*job,
-                &mut st,
-                "Submitted",
-                false,
-                "TransactionRefused",
-                format!("submit-job refused, retrying: {reason}"),
-            );
-            ctx.warning(&*job, "TransactionRefused", "SubmitJob", reason)
+                    "JobSubmitted",
+                    "SubmitJob",
+                    format!("job {id} submitted; escrow locked by {}", p.hash),
+                )
                 .await;
-            requeue = Duration::from_secs(30);
-        } else {
-            requeue = Duration::from_secs(1);
+            }
         }
+        Followed::Rejected(p, reason) => {
+            if st.job_id.is_none() {
+                st.phase = AiJobPhase::Failed;
+                st.message = format!("submit-job {} rejected: {reason}", p.hash);
+            }
+        }
+        Followed::Waiting(d) => requeue = d,
+        Followed::Dead(_) => st.submit_tx_hash = None,
+        Followed::Nothing if st.job_id.is_none() && st.phase == AiJobPhase::Pending => {
+            let action = submit_transaction(&ctx, &ns, &job.spec).await?;
+            requeue = send_recorded(&ctx, &*job, &mut st, &*chain, &key, action, |s, p| {
+                s.submit_tx_hash = Some(p.hash.clone())
+            })
+            .await?;
+        }
+        Followed::Nothing => {}
     }
 
     if let Some(id) = st.job_id.clone() {
@@ -319,33 +273,32 @@ async fn cleanup(job: Arc<AiJob>, ctx: Arc<Context>, api: Api<AiJob>) -> Result<
     match wallet_key(&ctx, &ns, &job.spec.wallet).await {
         Ok((wallet, key)) => {
             let chain = ctx.chain(&ns, wallet.spec.node.as_deref()).await?;
-            if let Some(p) = st.pending_tx.clone() {
-                match txflow::progress(&*chain, &p).await? {
-                    Progress::InFlight => return Ok(Requeue::requeue(Duration::from_secs(1))),
-                    Progress::Applied(_) if p.action == "submit-job" => {
-                        st.job_id = Some(job_id_of(&p)?)
-                    }
-                    Progress::Applied(_) if p.action == "cancel-job" => {
-                        st.refund_tx_hash = Some(p.hash.clone());
-                        st.phase = AiJobPhase::Cancelled;
-                        ctx.event(
-                            &*job,
-                            "JobCancelled",
-                            "CancelJob",
-                            format!("job cancelled, escrow refunded by {}", p.hash),
-                        )
-                        .await;
-                    }
-                    _ => {}
+            match follow_recorded(&ctx, &*job, &mut st, &*chain).await? {
+                Followed::Waiting(d) => return Ok(Requeue::requeue(d)),
+                Followed::Applied(p) if p.action == "submit-job" => {
+                    st.job_id = Some(job_id_of(&p)?);
+                    write_status(&ctx, &*job, &st).await?;
                 }
-                st.pending_tx = None;
-                write_status(&ctx, &*job, &st).await?;
+                Followed::Applied(p) if p.action == "cancel-job" => {
+                    st.refund_tx_hash = Some(p.hash.clone());
+                    st.phase = AiJobPhase::Cancelled;
+                    ctx.event(
+                        &*job,
+                        "JobCancelled",
+                        "CancelJob",
+                        format!("job cancelled, escrow refunded by {}", p.hash),
+                    )
+                    .await;
+                    write_status(&ctx, &*job, &st).await?;
+                }
+                Followed::Nothing => {}
+                _ => write_status(&ctx, &*job, &st).await?,
             }
             if let Some(id) = st.job_id.clone() {
                 let onchain = chain.job(&id).await?;
                 if matches!(onchain.status, JobStatus::Pending | JobStatus::Assigned) {
                     ctx.jobs.cancel(&id).await;
-                    send_recorded(
+                    let again = send_recorded(
                         &ctx,
                         &*job,
                         &mut st,
@@ -355,7 +308,7 @@ async fn cleanup(job: Arc<AiJob>, ctx: Arc<Context>, api: Api<AiJob>) -> Result<
                         |_, _| {},
                     )
                     .await?;
-                    return Ok(Requeue::requeue(Duration::from_secs(1)));
+                    return Ok(Requeue::requeue(again));
                 }
             }
         }
@@ -416,6 +369,9 @@ mod tests {
             deadline_height: 100,
             updated_height: 2,
             fee_burned: Amount::ZERO,
+            price: Amount::from_ait(25).unwrap(),
+            deadline_ms: 100_000,
+            stop_requested: false,
         }
     }
 
@@ -501,6 +457,7 @@ mod tests {
         let receipt = JobReceipt {
             chain_id: "c".into(),
             job_id: "job-1".into(),
+            attempt: 1,
             agent_key: agent.public(),
             success: true,
             exit_code: Some(0),

@@ -2,21 +2,22 @@
 //! bid on deletion. Acceptance is the provider's side: the ServiceListing reconciler.
 
 use super::finalizer;
-use super::{amount, condition, namespace, send_recorded, wallet_key, write_status, Managed};
+use super::{
+    amount, condition, follow_recorded, namespace, pending_hash, send_recorded, wallet_key,
+    write_status, Followed, Managed,
+};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::txflow::{self, Progress};
 use aitbc_crds::bid::ACCEPT_ANNOTATION;
 use aitbc_crds::{Bid, BidPhase, BidSpec, BidStatus, ServiceListing};
 use aitbc_protocol::model::BidStatus as ChainBidStatus;
 use aitbc_protocol::tx::{object_id, Action};
-use aitbc_protocol::Hash;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-super::managed!(Bid, BidStatus, "bid");
+super::managed!(Bid, BidStatus, "bid", "Placed");
 
 /// Pure: the chain transaction that places a bid.
 pub fn place_action(spec: &BidSpec, listing_id: &str) -> Result<Action> {
@@ -102,92 +103,46 @@ pub async fn reconcile(bid: Arc<Bid>, ctx: Arc<Context>) -> Result<Requeue> {
     let chain = ctx.chain(&ns, wallet.spec.node.as_deref()).await?;
     let mut requeue = Duration::from_secs(10);
 
-    if let Some(p) = st.pending_tx.clone() {
-        match txflow::progress(&*chain, &p).await? {
-            Progress::Applied(_) => {
-                st.pending_tx = None;
-                st.tx_hashes.insert(p.action.clone(), p.hash.clone());
-                if p.action == "place-bid" {
-                    let hash: Hash = p
-                        .hash
-                        .parse()
-                        .map_err(|e| Error::InvalidSpec(format!("pendingTx.hash: {e}")))?;
-                    let id = object_id("bid", &hash);
-                    st.bid_id = Some(id.clone());
-                    st.phase = BidPhase::Placed;
-                    condition(
-                        &*bid,
-                        &mut st,
-                        "Placed",
-                        true,
-                        "Placed",
-                        format!("bid {id} escrows {} AIT", bid.spec.amount),
-                    );
-                    ctx.event(
-                        &*bid,
-                        "BidPlaced",
-                        "PlaceBid",
-                        format!(
-                            "bid {id} placed on {lid} for {} AIT (escrowed)",
-                            bid.spec.amount
-                        ),
-                    )
-                    .await;
-                }
-            }
-            Progress::RejectedInBlock(reason) => {
-                st.pending_tx = None;
-                st.tx_hashes.insert(p.action.clone(), p.hash.clone());
-                if st.bid_id.is_none() {
-                    st.phase = BidPhase::Failed;
-                }
+    match follow_recorded(&ctx, &*bid, &mut st, &*chain).await? {
+        Followed::Applied(p) => {
+            st.tx_hashes.insert(p.action.clone(), p.hash.clone());
+            if p.action == "place-bid" {
+                let id = object_id("bid", &pending_hash(&p)?);
+                st.bid_id = Some(id.clone());
+                st.phase = BidPhase::Placed;
                 condition(
                     &*bid,
                     &mut st,
                     "Placed",
-                    false,
-                    "TransactionRejected",
-                    format!("{} {} rejected: {reason}", p.action, p.hash),
-                );
-                ctx.warning(&*bid, "TransactionRejected", "PlaceBid", reason)
-                    .await;
-            }
-            Progress::Refused(reason) => {
-                st.pending_tx = None;
-                condition(
-                    &*bid,
-                    &mut st,
+                    true,
                     "Placed",
-                    false,
-                    "TransactionRefused",
-                    format!("{} refused, retrying: {reason}", p.action),
+                    format!("bid {id} escrows {} AIT", bid.spec.amount),
                 );
-                ctx.warning(&*bid, "TransactionRefused", "PlaceBid", reason)
-                    .await;
-                requeue = Duration::from_secs(30);
+                ctx.event(
+                    &*bid,
+                    "BidPlaced",
+                    "PlaceBid",
+                    format!(
+                        "bid {id} placed on {lid} for {} AIT (escrowed)",
+                        bid.spec.amount
+                    ),
+                )
+                .await;
             }
-            Progress::Dead => st.pending_tx = None,
-            Progress::InFlight => requeue = Duration::from_secs(1),
         }
-    } else if st.bid_id.is_none() && st.phase == BidPhase::Pending {
-        let action = place_action(&bid.spec, &lid)?;
-        match send_recorded(&ctx, &*bid, &mut st, &*chain, &key, action, |_, _| {}).await? {
-            Progress::Refused(reason) => {
-                st.pending_tx = None;
-                condition(
-                    &*bid,
-                    &mut st,
-                    "Placed",
-                    false,
-                    "TransactionRefused",
-                    format!("place-bid refused, retrying: {reason}"),
-                );
-                ctx.warning(&*bid, "TransactionRefused", "PlaceBid", reason)
-                    .await;
-                requeue = Duration::from_secs(30);
+        Followed::Rejected(p, _) => {
+            st.tx_hashes.insert(p.action.clone(), p.hash.clone());
+            if st.bid_id.is_none() {
+                st.phase = BidPhase::Failed;
             }
-            _ => requeue = Duration::from_secs(1),
         }
+        Followed::Waiting(d) => requeue = d,
+        Followed::Dead(_) => {}
+        Followed::Nothing if st.bid_id.is_none() && st.phase == BidPhase::Pending => {
+            let action = place_action(&bid.spec, &lid)?;
+            requeue = send_recorded(&ctx, &*bid, &mut st, &*chain, &key, action, |_, _| {}).await?;
+        }
+        Followed::Nothing => {}
     }
 
     if let Some(id) = st.bid_id.clone() {
@@ -247,36 +202,30 @@ async fn cleanup(bid: Arc<Bid>, ctx: Arc<Context>, api: Api<Bid>) -> Result<Requ
     };
     if let Some((wallet, key)) = keyed {
         let chain = ctx.chain(&ns, wallet.spec.node.as_deref()).await?;
-        if let Some(p) = st.pending_tx.clone() {
-            match txflow::progress(&*chain, &p).await? {
-                Progress::InFlight => return Ok(Requeue::requeue(Duration::from_secs(1))),
-                Progress::Applied(_) => {
-                    st.pending_tx = None;
-                    st.tx_hashes.insert(p.action.clone(), p.hash.clone());
-                    if p.action == "place-bid" {
-                        let hash: Hash = p
-                            .hash
-                            .parse()
-                            .map_err(|e| Error::InvalidSpec(format!("pendingTx.hash: {e}")))?;
-                        st.bid_id = Some(object_id("bid", &hash));
-                    } else if p.action == "cancel-bid" {
-                        ctx.event(
-                            &*bid,
-                            "BidCancelled",
-                            "CancelBid",
-                            format!("escrow refunded by {}", p.hash),
-                        )
-                        .await;
-                    }
+        match follow_recorded(&ctx, &*bid, &mut st, &*chain).await? {
+            Followed::Waiting(d) => return Ok(Requeue::requeue(d)),
+            Followed::Applied(p) => {
+                st.tx_hashes.insert(p.action.clone(), p.hash.clone());
+                if p.action == "place-bid" {
+                    st.bid_id = Some(object_id("bid", &pending_hash(&p)?));
+                } else if p.action == "cancel-bid" {
+                    ctx.event(
+                        &*bid,
+                        "BidCancelled",
+                        "CancelBid",
+                        format!("escrow refunded by {}", p.hash),
+                    )
+                    .await;
                 }
-                _ => st.pending_tx = None,
+                write_status(&ctx, &*bid, &st).await?;
             }
-            write_status(&ctx, &*bid, &st).await?;
+            Followed::Rejected(..) | Followed::Dead(_) => write_status(&ctx, &*bid, &st).await?,
+            Followed::Nothing => {}
         }
         if let Some(id) = st.bid_id.clone() {
             let onchain = chain.bid(&id).await?;
             if onchain.status == ChainBidStatus::Pending {
-                send_recorded(
+                let again = send_recorded(
                     &ctx,
                     &*bid,
                     &mut st,
@@ -286,7 +235,7 @@ async fn cleanup(bid: Arc<Bid>, ctx: Arc<Context>, api: Api<Bid>) -> Result<Requ
                     |_, _| {},
                 )
                 .await?;
-                return Ok(Requeue::requeue(Duration::from_secs(1)));
+                return Ok(Requeue::requeue(again));
             }
             if onchain.status == ChainBidStatus::Accepted {
                 ctx.warning(&*bid, "EscrowKept", "CancelBid", format!("bid {id} is accepted: its escrow stays until an AIJob or settle-payment uses it")).await;

@@ -2,18 +2,22 @@
 //! accepts bids by the listing's policy, and closes the listing on deletion (finalizer).
 
 use super::finalizer;
-use super::{amount, condition, namespace, send_recorded, wallet_key, write_status, Managed};
+use super::{
+    amount, condition, follow_recorded, namespace, pending_hash, send_recorded, wallet_key,
+    write_status, Followed, Managed, IN_FLIGHT_RETRY,
+};
+use crate::chain::ChainApi;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::txflow::{self, Progress};
 use aitbc_crds::bid::ACCEPT_ANNOTATION;
+use aitbc_crds::PendingTx;
 use aitbc_crds::{
     AcceptPolicy, Bid as BidCr, ListingPhase, ListingRuntime, ServiceListing, ServiceListingSpec,
     ServiceListingStatus, ServiceType as CrdType,
 };
 use aitbc_protocol::model::{Bid, Listing};
 use aitbc_protocol::tx::{object_id, Action, Runtime, ServiceType};
-use aitbc_protocol::{Amount, Hash};
+use aitbc_protocol::{Amount, Keypair};
 use kube::api::ListParams;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
@@ -21,7 +25,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-super::managed!(ServiceListing, ServiceListingStatus, "servicelisting");
+super::managed!(
+    ServiceListing,
+    ServiceListingStatus,
+    "servicelisting",
+    "Synced"
+);
 
 pub fn service_type(t: CrdType) -> ServiceType {
     match t {
@@ -105,6 +114,107 @@ async fn approved_bids(ctx: &Context, ns: &str) -> Result<BTreeSet<String>> {
         .collect())
 }
 
+/// Records the effect of a committed transaction; returns a sooner requeue when one is due.
+async fn applied(
+    ctx: &Context,
+    l: &ServiceListing,
+    st: &mut ServiceListingStatus,
+    p: &PendingTx,
+) -> Result<Option<Duration>> {
+    match p.action.as_str() {
+        "create-listing" => {
+            let id = object_id("svc", &pending_hash(p)?);
+            st.service_id = Some(id.clone());
+            st.tx_hash = Some(p.hash.clone());
+            st.phase = ListingPhase::Active;
+            ctx.event(
+                l,
+                "ListingCreated",
+                "CreateListing",
+                format!("listing {id} is on the marketplace"),
+            )
+            .await;
+        }
+        "update-listing" => {
+            st.update_tx_hash = Some(p.hash.clone());
+            ctx.event(
+                l,
+                "ListingUpdated",
+                "UpdateListing",
+                format!("listing updated by {}", p.hash),
+            )
+            .await;
+        }
+        "accept-bid" => {
+            ctx.event(
+                l,
+                "BidAccepted",
+                "AcceptBid",
+                format!("bid accepted by {}", p.hash),
+            )
+            .await;
+            return Ok(Some(IN_FLIGHT_RETRY));
+        }
+        _ => {}
+    }
+    Ok(None)
+}
+
+/// With no transaction in flight: create the listing, bring it to the spec, or accept a bid.
+async fn next_transaction(
+    ctx: &Context,
+    l: &ServiceListing,
+    st: &mut ServiceListingStatus,
+    chain: &dyn ChainApi,
+    key: &Keypair,
+    ns: &str,
+) -> Result<Option<Duration>> {
+    if st.service_id.is_none() && st.phase == ListingPhase::Pending {
+        let action = create_action(&l.spec)?;
+        return Ok(Some(
+            send_recorded(ctx, l, st, chain, key, action, |_, _| {}).await?,
+        ));
+    }
+    let Some(id) = st.service_id.clone() else {
+        return Ok(None);
+    };
+    let onchain = chain.listing(&id).await?;
+    if !onchain.active {
+        st.phase = ListingPhase::Closed;
+        return Ok(None);
+    }
+    if let Some(update) = update_action(&l.spec, &onchain)? {
+        return Ok(Some(
+            send_recorded(ctx, l, st, chain, key, update, |_, _| {}).await?,
+        ));
+    }
+    condition(
+        l,
+        st,
+        "Synced",
+        true,
+        "Synced",
+        format!("listing {id} matches the spec"),
+    );
+    let pending = chain.bids(&id, "pending").await?;
+    let approved = if l.spec.accept_policy == AcceptPolicy::Manual {
+        approved_bids(ctx, ns).await?
+    } else {
+        BTreeSet::new()
+    };
+    match bid_to_accept(l.spec.accept_policy, onchain.price, &pending, &approved) {
+        Some(b) => {
+            let accept = Action::AcceptBid {
+                bid_id: b.id.clone(),
+            };
+            Ok(Some(
+                send_recorded(ctx, l, st, chain, key, accept, |_, _| {}).await?,
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
 pub async fn reconcile(l: Arc<ServiceListing>, ctx: Arc<Context>) -> Result<Requeue> {
     let ns = namespace(&*l)?;
     let api: Api<ServiceListing> = Api::namespaced(ctx.client.clone(), &ns);
@@ -122,146 +232,21 @@ pub async fn reconcile(l: Arc<ServiceListing>, ctx: Arc<Context>) -> Result<Requ
     let chain = ctx.chain(&ns, wallet.spec.node.as_deref()).await?;
     let mut requeue = Duration::from_secs(10);
 
-    if let Some(p) = st.pending_tx.clone() {
-        match txflow::progress(&*chain, &p).await? {
-            Progress::Applied(_) => {
-                st.pending_tx = None;
-                match p.action.as_str() {
-                    "create-listing" => {
-                        let hash: Hash = p
-                            .hash
-                            .parse()
-                            .map_err(|e| Error::InvalidSpec(format!("pendingTx.hash: {e}")))?;
-                        let id = object_id("svc", &hash);
-                        st.service_id = Some(id.clone());
-                        st.tx_hash = Some(p.hash.clone());
-                        st.phase = ListingPhase::Active;
-                        ctx.event(
-                            &*l,
-                            "ListingCreated",
-                            "CreateListing",
-                            format!("listing {id} is on the marketplace"),
-                        )
-                        .await;
-                    }
-                    "update-listing" => {
-                        st.update_tx_hash = Some(p.hash.clone());
-                        ctx.event(
-                            &*l,
-                            "ListingUpdated",
-                            "UpdateListing",
-                            format!("listing updated by {}", p.hash),
-                        )
-                        .await;
-                    }
-                    "accept-bid" => {
-                        ctx.event(
-                            &*l,
-                            "BidAccepted",
-                            "AcceptBid",
-                            format!("bid accepted by {}", p.hash),
-                        )
-                        .await;
-                        requeue = Duration::from_secs(1);
-                    }
-                    _ => {}
-                }
-            }
-            Progress::RejectedInBlock(reason) => {
-                st.pending_tx = None;
-                if p.action == "create-listing" {
-                    st.tx_hash = Some(p.hash.clone());
-                    st.phase = ListingPhase::Failed;
-                }
-                ctx.warning(
-                    &*l,
-                    "TransactionRejected",
-                    &p.action,
-                    format!("{} rejected: {reason}", p.hash),
-                )
-                .await;
-                condition(
-                    &*l,
-                    &mut st,
-                    "Synced",
-                    false,
-                    "TransactionRejected",
-                    format!("{} {} rejected: {reason}", p.action, p.hash),
-                );
-            }
-            Progress::Refused(reason) => {
-                st.pending_tx = None;
-                condition(
-                    &*l,
-                    &mut st,
-                    "Synced",
-                    false,
-                    "TransactionRefused",
-                    format!("{} refused, retrying: {reason}", p.action),
-                );
-                ctx.warning(&*l, "TransactionRefused", &p.action, reason)
-                    .await;
-                requeue = Duration::from_secs(30);
-            }
-            Progress::Dead => st.pending_tx = None,
-            Progress::InFlight => requeue = Duration::from_secs(1),
+    match follow_recorded(&ctx, &*l, &mut st, &*chain).await? {
+        Followed::Applied(p) => {
+            requeue = applied(&ctx, &l, &mut st, &p).await?.unwrap_or(requeue);
         }
-    } else if st.service_id.is_none() && st.phase == ListingPhase::Pending {
-        let progress = send_recorded(
-            &ctx,
-            &*l,
-            &mut st,
-            &*chain,
-            &key,
-            create_action(&l.spec)?,
-            |_, _| {},
-        )
-        .await?;
-        if let Progress::Refused(reason) = progress {
-            st.pending_tx = None;
-            condition(
-                &*l,
-                &mut st,
-                "Synced",
-                false,
-                "TransactionRefused",
-                format!("create-listing refused, retrying: {reason}"),
-            );
-            ctx.warning(&*l, "TransactionRefused", "CreateListing", reason)
-                .await;
-            requeue = Duration::from_secs(30);
-        } else {
-            requeue = Duration::from_secs(1);
+        Followed::Rejected(p, _) => {
+            if p.action == "create-listing" {
+                st.tx_hash = Some(p.hash.clone());
+                st.phase = ListingPhase::Failed;
+            }
         }
-    } else if let Some(id) = st.service_id.clone() {
-        let onchain = chain.listing(&id).await?;
-        if !onchain.active {
-            st.phase = ListingPhase::Closed;
-        } else if let Some(update) = update_action(&l.spec, &onchain)? {
-            send_recorded(&ctx, &*l, &mut st, &*chain, &key, update, |_, _| {}).await?;
-            requeue = Duration::from_secs(1);
-        } else {
-            condition(
-                &*l,
-                &mut st,
-                "Synced",
-                true,
-                "Synced",
-                format!("listing {id} matches the spec"),
-            );
-            let pending = chain.bids(&id, "pending").await?;
-            let approved = if l.spec.accept_policy == AcceptPolicy::Manual {
-                approved_bids(&ctx, &ns).await?
-            } else {
-                BTreeSet::new()
-            };
-            if let Some(b) = bid_to_accept(l.spec.accept_policy, onchain.price, &pending, &approved)
-            {
-                let accept = Action::AcceptBid {
-                    bid_id: b.id.clone(),
-                };
-                send_recorded(&ctx, &*l, &mut st, &*chain, &key, accept, |_, _| {}).await?;
-                requeue = Duration::from_secs(1);
+        Followed::Waiting(d) => requeue = d,
+        Followed::Dead(_) => {}
+        Followed::Nothing => {
+            if let Some(d) = next_transaction(&ctx, &l, &mut st, &*chain, &key, &ns).await? {
+                requeue = d;
             }
         }
     }
@@ -296,34 +281,29 @@ async fn cleanup(
     match wallet_key(&ctx, &ns, &l.spec.wallet).await {
         Ok((wallet, key)) => {
             let chain = ctx.chain(&ns, wallet.spec.node.as_deref()).await?;
-            if let Some(p) = st.pending_tx.clone() {
-                match txflow::progress(&*chain, &p).await? {
-                    Progress::InFlight => return Ok(Requeue::requeue(Duration::from_secs(1))),
-                    Progress::Applied(_) if p.action == "create-listing" => {
-                        let hash: Hash = p
-                            .hash
-                            .parse()
-                            .map_err(|e| Error::InvalidSpec(format!("pendingTx.hash: {e}")))?;
-                        st.service_id = Some(object_id("svc", &hash));
-                    }
-                    Progress::Applied(_) if p.action == "close-listing" => {
-                        st.close_tx_hash = Some(p.hash.clone());
-                        ctx.event(
-                            &*l,
-                            "ListingClosed",
-                            "CloseListing",
-                            format!("listing closed by {}", p.hash),
-                        )
-                        .await;
-                    }
-                    _ => {}
+            match follow_recorded(&ctx, &*l, &mut st, &*chain).await? {
+                Followed::Waiting(d) => return Ok(Requeue::requeue(d)),
+                Followed::Applied(p) if p.action == "create-listing" => {
+                    st.service_id = Some(object_id("svc", &pending_hash(&p)?));
+                    write_status(&ctx, &*l, &st).await?;
                 }
-                st.pending_tx = None;
-                write_status(&ctx, &*l, &st).await?;
+                Followed::Applied(p) if p.action == "close-listing" => {
+                    st.close_tx_hash = Some(p.hash.clone());
+                    ctx.event(
+                        &*l,
+                        "ListingClosed",
+                        "CloseListing",
+                        format!("listing closed by {}", p.hash),
+                    )
+                    .await;
+                    write_status(&ctx, &*l, &st).await?;
+                }
+                Followed::Nothing => {}
+                _ => write_status(&ctx, &*l, &st).await?,
             }
             if let Some(id) = st.service_id.clone() {
                 if chain.listing(&id).await?.active {
-                    send_recorded(
+                    let again = send_recorded(
                         &ctx,
                         &*l,
                         &mut st,
@@ -333,7 +313,7 @@ async fn cleanup(
                         |_, _| {},
                     )
                     .await?;
-                    return Ok(Requeue::requeue(Duration::from_secs(1)));
+                    return Ok(Requeue::requeue(again));
                 }
             }
         }

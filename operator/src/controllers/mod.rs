@@ -5,6 +5,7 @@ pub mod aijob;
 pub mod bid;
 pub mod finalizer;
 pub mod listing;
+pub mod members;
 pub mod node;
 pub mod wallet;
 
@@ -18,6 +19,7 @@ use aitbc_protocol::tx::Action;
 use aitbc_protocol::{Amount, Keypair};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -40,6 +42,8 @@ pub trait Managed:
     type Status: Serialize + Default + Clone + PartialEq + Send + Sync;
     /// Controller name for metrics and logs.
     const CONTROLLER: &'static str;
+    /// Condition type that reports the resource's transactions (`Placed`, `Funded`, ...).
+    const TX_CONDITION: &'static str = "Ready";
     fn status_or_default(&self) -> Self::Status;
     fn conditions(s: &mut Self::Status) -> &mut Vec<Condition>;
     fn pending(s: &Self::Status) -> Option<PendingTx>;
@@ -47,10 +51,11 @@ pub trait Managed:
 }
 
 macro_rules! managed {
-    ($ty:ty, $status:ty, $name:literal) => {
+    ($ty:ty, $status:ty, $name:literal, $tx_condition:literal) => {
         impl $crate::controllers::Managed for $ty {
             type Status = $status;
             const CONTROLLER: &'static str = $name;
+            const TX_CONDITION: &'static str = $tx_condition;
             fn status_or_default(&self) -> $status {
                 self.status.clone().unwrap_or_default()
             }
@@ -102,19 +107,71 @@ pub async fn wallet_key(ctx: &Context, namespace: &str, name: &str) -> Result<(W
             name: name.into(),
             namespace: namespace.into(),
         })?;
-    let secret_name = crate::keys::wallet_secret_name(&wallet);
+    let (key, _) = wallet_signing_key(ctx, namespace, &wallet, false).await?;
+    Ok((wallet, key))
+}
+
+/// The key Wallet `wallet` signs with: only from a Secret it may use (`keys::wallet_custody`),
+/// adopted when the operator made it for this Wallet's name before the Wallet existed. With
+/// `create`, a missing Secret is created for this Wallet. Returns whether it was created now.
+pub async fn wallet_signing_key(
+    ctx: &Context,
+    namespace: &str,
+    wallet: &Wallet,
+    create: bool,
+) -> Result<(Keypair, bool)> {
+    let name = wallet.name_any();
+    let secret_name = crate::keys::wallet_secret_name(wallet);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let key = match secrets.get_opt(&secret_name).await? {
-        Some(s) => crate::keys::keypair_from_secret(&s)?,
-        None => {
+    let uid = wallet.uid();
+    let Some(secret) = secrets.get_opt(&secret_name).await? else {
+        if !create {
             return Err(Error::NotReady {
                 kind: "Wallet",
-                name: name.into(),
+                name,
                 what: format!("its key Secret {secret_name} does not exist yet"),
-            })
+            });
         }
+        let (labels, annotations) = crate::keys::wallet_key_meta(&name, uid.as_deref());
+        return crate::keys::create_key_secret(
+            &secrets,
+            namespace,
+            &secret_name,
+            labels,
+            annotations,
+        )
+        .await;
     };
-    Ok((wallet, key))
+    let custody =
+        crate::keys::wallet_custody(&secret, &name, uid.as_deref()).map_err(|reason| {
+            Error::ForeignKey {
+                wallet: name.clone(),
+                secret: secret_name.clone(),
+                reason,
+            }
+        })?;
+    let key = crate::keys::keypair_from_secret(&secret)?;
+    if custody == crate::keys::Custody::Adopt {
+        adopt(&secrets, &secret_name, &name, uid.as_deref()).await?;
+    }
+    Ok((key, false))
+}
+
+/// Stamps a wallet key Secret with the uid of the Wallet that takes it over.
+async fn adopt(api: &Api<Secret>, secret: &str, wallet: &str, uid: Option<&str>) -> Result<()> {
+    let uid = uid.ok_or_else(|| Error::InvalidSpec(format!("Wallet {wallet} has no uid")))?;
+    let (labels, annotations) = crate::keys::wallet_key_meta(wallet, Some(uid));
+    let body = serde_json::json!({"metadata": {"labels": labels, "annotations": annotations}});
+    api.patch(secret, &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    Ok(())
+}
+
+/// The hash of a recorded transaction.
+pub fn pending_hash(p: &PendingTx) -> Result<aitbc_protocol::Hash> {
+    p.hash
+        .parse()
+        .map_err(|e| Error::InvalidSpec(format!("pendingTx.hash: {e}")))
 }
 
 /// Parses an AIT amount of a spec.
@@ -124,8 +181,109 @@ pub fn amount(field: &str, value: &str) -> Result<Amount> {
         .map_err(|e| Error::InvalidSpec(format!("{field}: {e}")))
 }
 
+/// How long to wait before looking at a transaction in a mempool again.
+pub const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
+
+/// What following a resource's recorded transaction found. The record is cleared only for
+/// `Applied`, `Rejected` and `Dead`: a transaction that can still commit keeps its record.
+#[derive(Debug, PartialEq)]
+pub enum Followed {
+    /// No transaction is recorded.
+    Nothing,
+    /// Still on its way (in a mempool, or refused by one node and to be sent again as the same
+    /// bytes): the record stays; look again after this long.
+    Waiting(Duration),
+    /// Committed and applied.
+    Applied(PendingTx),
+    /// Committed but rejected by the chain (the condition says why).
+    Rejected(PendingTx, String),
+    /// Can never commit: its nonce went to another committed transaction. A new one may be signed.
+    Dead(PendingTx),
+}
+
+/// Follows the transaction recorded in `status` (resubmitting the same bytes while it can still
+/// commit), clears the record once it is final and reports refusals and rejections in the
+/// kind's transaction condition. The one copy of this logic every reconciler uses.
+pub async fn follow_recorded<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    status: &mut K::Status,
+    chain: &dyn ChainApi,
+) -> Result<Followed> {
+    let Some(p) = K::pending(status) else {
+        return Ok(Followed::Nothing);
+    };
+    let progress = txflow::progress(chain, &p).await?;
+    Ok(settle(ctx, obj, status, p, progress).await)
+}
+
+async fn settle<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    status: &mut K::Status,
+    p: PendingTx,
+    progress: Progress,
+) -> Followed {
+    match progress {
+        Progress::InFlight => Followed::Waiting(IN_FLIGHT_RETRY),
+        Progress::Refused(r) => {
+            note_refusal(ctx, obj, status, &p.action, &r).await;
+            Followed::Waiting(r.retry_after())
+        }
+        Progress::Applied(_) => {
+            K::set_pending(status, None);
+            Followed::Applied(p)
+        }
+        Progress::RejectedInBlock(reason) => {
+            K::set_pending(status, None);
+            let msg = format!("{} {} rejected: {reason}", p.action, p.hash);
+            if condition(
+                obj,
+                status,
+                K::TX_CONDITION,
+                false,
+                "TransactionRejected",
+                msg,
+            ) {
+                ctx.warning(obj, "TransactionRejected", &p.action, reason.clone())
+                    .await;
+            }
+            Followed::Rejected(p, reason)
+        }
+        Progress::Dead => {
+            K::set_pending(status, None);
+            Followed::Dead(p)
+        }
+    }
+}
+
+/// A node refused the recorded transaction: say so (a Warning event when the reason is new);
+/// the record stays and the same bytes go out again.
+async fn note_refusal<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    status: &mut K::Status,
+    action: &str,
+    r: &txflow::Refusal,
+) {
+    let (reason, msg) = match r.kind {
+        txflow::RefusalKind::Busy => (
+            "ChainBusy",
+            format!("{action} waits: the node is busy ({}); the same transaction is sent again", r.reason),
+        ),
+        txflow::RefusalKind::Refused => (
+            "TransactionRefused",
+            format!("{action} refused by the node ({}); the same transaction is sent again until the chain commits it or uses its nonce", r.reason),
+        ),
+    };
+    if condition(obj, status, K::TX_CONDITION, false, reason, msg) {
+        ctx.warning(obj, reason, action, r.reason.clone()).await;
+    }
+}
+
 /// Signs `action` with the next nonce of `key`, records it in `status` (written to the API
-/// before anything is submitted), then submits it.
+/// before anything is submitted), then submits it. Returns when to look at it again; a refusal
+/// keeps the record (the next reconcile follows it and resubmits the same bytes).
 pub async fn send_recorded<K: Managed>(
     ctx: &Context,
     obj: &K,
@@ -134,16 +292,20 @@ pub async fn send_recorded<K: Managed>(
     key: &Keypair,
     action: Action,
     before_record: impl FnOnce(&mut K::Status, &PendingTx),
-) -> Result<Progress> {
+) -> Result<Duration> {
     let lock = ctx.key_lock(&key.address());
     let _guard = lock.lock().await;
     let info = chain.info().await?;
     let nonce = chain.account(&key.address()).await?.pending_nonce;
     let (stx, p) = txflow::sign(&info.chain_id, key, nonce, info.min_fee, action);
     before_record(status, &p);
-    K::set_pending(status, Some(p));
+    K::set_pending(status, Some(p.clone()));
     patch_status(&ctx.client, obj, status).await?;
-    txflow::submit(chain, &stx).await
+    let progress = txflow::submit(chain, &stx).await?;
+    Ok(match settle(ctx, obj, status, p, progress).await {
+        Followed::Waiting(d) => d,
+        _ => IN_FLIGHT_RETRY,
+    })
 }
 
 /// Writes `status` when it differs from what the object carries.

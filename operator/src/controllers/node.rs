@@ -1,32 +1,29 @@
 //! Node: one chain. Validator keys (one Secret per pod, created once), the genesis ConfigMap
-//! (written once), the headless peer Service, the client Service, the StatefulSet of
-//! aitbc-node and a PodDisruptionBudget that keeps a BFT quorum.
+//! (written once), the headless peer Service, the client Service, one single-replica
+//! StatefulSet and PVC per chain pod (each mounting only its own key: `members.rs`), the
+//! chain's NetworkPolicy and a PodDisruptionBudget that keeps a BFT quorum.
 
+use super::members::{self, LegacyStep, Step};
 use super::{condition, namespace, write_status, Managed};
 use crate::context::{Context, MANAGER};
 use crate::error::{Error, Result};
 use crate::keys::{
-    default_wallet_secret_name, ensure_key_secret, wallet_secret_name, MANAGED_LABEL, MANAGED_VALUE,
+    create_key_secret, default_wallet_secret_name, ensure_key_secret, public_key_from_secret,
+    scheduler_key_labels, validator_key_labels, wallet_key_meta, wallet_secret_name, MANAGED_LABEL,
+    MANAGED_VALUE,
 };
 use aitbc_crds::node::{NodeGenesis, DEFAULT_IMAGE};
 use aitbc_crds::{Node, NodeSpec, NodeStatus, Wallet};
 use aitbc_protocol::model::{Allocation, Genesis, GenesisValidator};
 use aitbc_protocol::{Address, Amount, PublicKey};
-use k8s_openapi::api::apps::v1::{
-    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
-};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ProjectedVolumeSource, ResourceRequirements, Secret, SecretProjection, SecurityContext,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
-    VolumeResourceRequirements,
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, Resource, ResourceExt};
 use std::collections::BTreeMap;
@@ -116,7 +113,7 @@ pub fn labels(node: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn selector(node: &str) -> BTreeMap<String, String> {
+pub(crate) fn selector(node: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/name".to_string(),
@@ -176,220 +173,6 @@ pub fn client_service(node: &Node) -> Service {
             ports: Some(vec![port("rpc", RPC_PORT), port("http", HTTP_PORT)]),
             ..Default::default()
         }),
-        ..Default::default()
-    }
-}
-
-fn quantities(m: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
-    (!m.is_empty()).then(|| {
-        m.iter()
-            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
-            .collect()
-    })
-}
-
-/// The StatefulSet of aitbc-node pods. Pods start in parallel (a BFT chain needs a quorum up
-/// before any pod can be ready) and roll one at a time, each waiting for /readyz. `listeners`
-/// are the keys of the pods past the validators: every node admits them to its peer network
-/// (`--allow-peer`); any other non-validator key is refused.
-/// `--allow-peer K1,K2,…` for the listener keys (nothing when there are none).
-fn allow_peer_args(listeners: &[aitbc_protocol::PublicKey]) -> Vec<String> {
-    if listeners.is_empty() {
-        return vec![];
-    }
-    let keys: Vec<String> = listeners.iter().map(|k| k.to_string()).collect();
-    vec!["--allow-peer".into(), keys.join(",")]
-}
-
-pub fn statefulset(node: &Node, listeners: &[aitbc_protocol::PublicKey]) -> StatefulSet {
-    let name = node.name_any();
-    let spec = &node.spec;
-    let n = replicas(spec);
-    let probe = |path: &str, delay: i32, failures: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..Default::default()
-        }),
-        initial_delay_seconds: Some(delay),
-        period_seconds: Some(5),
-        failure_threshold: Some(failures),
-        ..Default::default()
-    };
-    let args: Vec<String> = [
-        "run",
-        "--genesis",
-        "/etc/aitbc/genesis.json",
-        "--key-dir",
-        "/etc/aitbc/keys",
-        "--data-dir",
-        "/data",
-        "--rpc-listen",
-        "0.0.0.0:9100",
-        "--p2p-listen",
-        "0.0.0.0:9200",
-        "--http-listen",
-        "0.0.0.0:9300",
-        "--peer-template",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!(
-        "{name}-{{i}}.{}:{P2P_PORT}",
-        peers_service_name(&name)
-    )])
-    .chain(allow_peer_args(listeners))
-    .collect();
-    let container = Container {
-        name: "node".into(),
-        image: Some(image(spec)),
-        command: Some(vec!["aitbc-node".into()]),
-        args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "AITBC_LOG_FORMAT".into(),
-            value: Some("json".into()),
-            ..Default::default()
-        }]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("rpc".into()),
-                container_port: RPC_PORT,
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("p2p".into()),
-                container_port: P2P_PORT,
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: HTTP_PORT,
-                ..Default::default()
-            },
-        ]),
-        readiness_probe: Some(probe("/readyz", 2, 3)),
-        liveness_probe: Some(probe("/healthz", 10, 6)),
-        resources: spec.resources.as_ref().map(|r| ResourceRequirements {
-            requests: quantities(&r.requests),
-            limits: quantities(&r.limits),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "genesis".into(),
-                mount_path: "/etc/aitbc/genesis.json".into(),
-                sub_path: Some(GENESIS_KEY.into()),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "keys".into(),
-                mount_path: "/etc/aitbc/keys".into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "data".into(),
-                mount_path: "/data".into(),
-                ..Default::default()
-            },
-        ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let key_sources = (0..n)
-        .map(|i| VolumeProjection {
-            secret: Some(SecretProjection {
-                name: validator_secret_name(&name, i),
-                items: Some(vec![KeyToPath {
-                    key: aitbc_crds::wallet::SECRET_KEY_FIELD.into(),
-                    path: format!("validator-{i}.key"),
-                    mode: Some(0o400),
-                    ..Default::default()
-                }]),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    let volumes = vec![
-        Volume {
-            name: "genesis".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: genesis_configmap_name(&name),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        Volume {
-            name: "keys".into(),
-            projected: Some(ProjectedVolumeSource {
-                sources: Some(key_sources),
-                default_mode: Some(0o400),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    ];
-    let claim = PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some("data".into()),
-            labels: Some(selector(&name)),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: spec.storage.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(spec.storage.size.clone()),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    StatefulSet {
-        metadata: meta(node, name.clone()),
-        spec: StatefulSetSpec {
-            replicas: Some(n),
-            service_name: Some(peers_service_name(&name)),
-            pod_management_policy: Some("Parallel".into()),
-            update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateStatefulSetStrategy {
-                    partition: Some(0),
-                    ..Default::default()
-                }),
-            }),
-            selector: LabelSelector {
-                match_labels: Some(selector(&name)),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&name)),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        fs_group: Some(10001),
-                        ..Default::default()
-                    }),
-                    termination_grace_period_seconds: Some(30),
-                    ..Default::default()
-                }),
-            },
-            volume_claim_templates: Some(vec![claim]),
-            ..Default::default()
-        },
         ..Default::default()
     }
 }
@@ -473,15 +256,13 @@ async fn allocations(ctx: &Context, node: &Node, ns: &str) -> Result<Vec<Allocat
                 .parse()
                 .map_err(|e| Error::InvalidSpec(format!("allocation {}: {e}", a.name)))?,
             (None, Some(w)) => {
-                let secret = match wallets.get_opt(w).await? {
-                    Some(wallet) => wallet_secret_name(&wallet),
+                let wallet = wallets.get_opt(w).await?;
+                let secret = match &wallet {
+                    Some(wallet) => wallet_secret_name(wallet),
                     None => default_wallet_secret_name(w),
                 };
-                let labels = BTreeMap::from([("aitbc.io/wallet".to_string(), w.clone())]);
-                ensure_key_secret(&secrets, ns, &secret, labels)
-                    .await?
-                    .0
-                    .address()
+                let uid = wallet.as_ref().and_then(|w| w.uid());
+                allocation_address(&secrets, ns, &secret, w, uid.as_deref()).await?
             }
             (None, None) => {
                 return Err(Error::InvalidSpec(format!(
@@ -499,6 +280,23 @@ async fn allocations(ctx: &Context, node: &Node, ns: &str) -> Result<Vec<Allocat
     Ok(out)
 }
 
+/// The address a genesis allocation to Wallet `wallet` pays: its key Secret's (created for the
+/// Wallet when missing; adopted by the Wallet of that name when it did not exist yet).
+async fn allocation_address(
+    secrets: &Api<Secret>,
+    ns: &str,
+    secret: &str,
+    wallet: &str,
+    uid: Option<&str>,
+) -> Result<Address> {
+    if let Some(s) = secrets.get_opt(secret).await? {
+        return Ok(public_key_from_secret(&s)?.address());
+    }
+    let (labels, annotations) = wallet_key_meta(wallet, uid);
+    let (key, _) = create_key_secret(secrets, ns, secret, labels, annotations).await?;
+    Ok(key.address())
+}
+
 /// The genesis ConfigMap: read back when it exists (the chain's identity never changes),
 /// otherwise built from the validator keys and written once.
 async fn ensure_genesis(
@@ -513,15 +311,11 @@ async fn ensure_genesis(
         return parse_genesis(&cm);
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
-    let labels = BTreeMap::from([(
-        "app.kubernetes.io/component".to_string(),
-        "scheduler".to_string(),
-    )]);
     let (sched, _) = ensure_key_secret(
         &secrets,
         &ctx.config.operator_namespace,
         &ctx.config.scheduler_secret,
-        labels,
+        scheduler_key_labels(),
     )
     .await?;
     let mut allocs = allocations(ctx, node, ns).await?;
@@ -619,19 +413,30 @@ where
     Ok(())
 }
 
-pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Requeue> {
-    let ns = namespace(&*node)?;
+/// The public keys of the chain's pods, creating each pod's key Secret once. Only public keys
+/// are read back (the `public-key` entry; derived from the secret only for Secrets of older
+/// operators).
+async fn member_keys(ctx: &Context, node: &Node, ns: &str, n: i32) -> Result<Vec<PublicKey>> {
     let name = node.name_any();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let n = replicas(&node.spec);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut keys = Vec::new();
     for i in 0..n {
-        let labels = BTreeMap::from([("aitbc.io/node".to_string(), name.clone())]);
-        let (k, created) =
-            ensure_key_secret(&secrets, &ns, &validator_secret_name(&name, i), labels).await?;
+        let secret_name = validator_secret_name(&name, i);
+        if let Some(s) = secrets.get_opt(&secret_name).await? {
+            keys.push(public_key_from_secret(&s)?);
+            continue;
+        }
+        let (k, created) = create_key_secret(
+            &secrets,
+            ns,
+            &secret_name,
+            validator_key_labels(&name),
+            BTreeMap::new(),
+        )
+        .await?;
         if created {
             ctx.event(
-                &*node,
+                node,
                 "KeyCreated",
                 "CreateKey",
                 format!("node key {i} created ({})", k.public()),
@@ -640,6 +445,117 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Requeue> {
         }
         keys.push(k.public());
     }
+    Ok(keys)
+}
+
+/// Moves a chain of an older operator (one StatefulSet `<name>` whose pods mounted every key)
+/// to the member layout: that StatefulSet is deleted in the foreground first. Returns whether
+/// the member StatefulSets may run now.
+async fn migrate_legacy(ctx: &Context, node: &Node, ns: &str) -> Result<bool> {
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let name = node.name_any();
+    let legacy = api.get_opt(&name).await?;
+    match members::legacy_step(legacy.as_ref(), node.uid().as_deref()) {
+        LegacyStep::None => Ok(true),
+        LegacyStep::Wait => Ok(false),
+        LegacyStep::Delete => {
+            api.delete(&name, &DeleteParams::foreground()).await?;
+            ctx.event(
+                node,
+                "MigratingToOneKeyPerPod",
+                "Migrate",
+                format!("deleting StatefulSet {name} (every pod held every key); one StatefulSet per validator follows once its pods are gone, on the same PVCs and keys"),
+            )
+            .await;
+            Ok(false)
+        }
+    }
+}
+
+/// Creates the PVC of each member that lacks one (an upgraded chain already has them).
+async fn ensure_claims(ctx: &Context, node: &Node, ns: &str, n: i32) -> Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    for i in 0..n {
+        let claim = members::data_claim(node, i);
+        if api.get_opt(&claim.name_any()).await?.is_some() {
+            continue;
+        }
+        match api.create(&PostParams::default(), &claim).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Applies the member StatefulSets by the rollout's plan; returns the number of ready pods and
+/// whether a member still waits to roll.
+async fn apply_members(
+    ctx: &Context,
+    node: &Node,
+    ns: &str,
+    listeners: &[PublicKey],
+) -> Result<(i32, bool)> {
+    let n = replicas(&node.spec);
+    ensure_claims(ctx, node, ns, n).await?;
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let desired: Vec<StatefulSet> = (0..n)
+        .map(|i| members::statefulset(node, i, listeners))
+        .collect();
+    let mut observed = Vec::new();
+    for d in &desired {
+        let current = api.get_opt(&d.name_any()).await?;
+        if let Some(c) = &current {
+            owned_by(c, node)?;
+        }
+        observed.push(current.as_ref().map(members::observe));
+    }
+    let hashes: Vec<String> = desired
+        .iter()
+        .map(|d| {
+            d.annotations()
+                .get(members::TEMPLATE_HASH_ANNOTATION)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    let validators = node.spec.validators.max(1) as usize;
+    let steps = members::rollout(
+        &hashes,
+        &observed,
+        validators,
+        quorum(node.spec.validators) as usize,
+    );
+    for (d, step) in desired.iter().zip(&steps) {
+        if *step != Step::Hold {
+            apply(ctx, ns, d).await?;
+        }
+    }
+    let ready = observed.iter().flatten().filter(|o| o.ready).count() as i32;
+    Ok((
+        ready,
+        steps.iter().any(|s| matches!(s, Step::Hold | Step::Update)),
+    ))
+}
+
+/// A member StatefulSet that exists must be this Node's: never take over another's.
+fn owned_by(s: &StatefulSet, node: &Node) -> Result<()> {
+    let uid = node.uid().unwrap_or_default();
+    if s.owner_references().iter().any(|o| o.uid == uid) {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "StatefulSet {} exists and does not belong to this Node; rename or delete it",
+        s.name_any()
+    )))
+}
+
+pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Requeue> {
+    let ns = namespace(&*node)?;
+    let name = node.name_any();
+    let n = replicas(&node.spec);
+    let keys = member_keys(&ctx, &node, &ns, n).await?;
     let validators = node.spec.validators.max(1) as usize;
     let g = ensure_genesis(&ctx, &node, &ns, &keys[..validators.min(keys.len())]).await?;
     if g.validators.len() != validators {
@@ -650,21 +566,17 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Requeue> {
     }
     apply(&ctx, &ns, &peers_service(&node)).await?;
     apply(&ctx, &ns, &client_service(&node)).await?;
-    apply(
-        &ctx,
-        &ns,
-        &statefulset(&node, &keys[validators.min(keys.len())..]),
-    )
-    .await?;
+    if node.spec.network_policy.enabled {
+        let np = members::network_policy(&node, &ctx.config.operator_namespace);
+        apply(&ctx, &ns, &np).await?;
+    }
     apply(&ctx, &ns, &pdb(&node)).await?;
+    let (ready, rolling) = if migrate_legacy(&ctx, &node, &ns).await? {
+        apply_members(&ctx, &node, &ns, &keys[validators.min(keys.len())..]).await?
+    } else {
+        (0, true)
+    };
 
-    let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let ready = sts
-        .get_opt(&name)
-        .await?
-        .and_then(|s| s.status)
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
     let mut st = node.status_or_default();
     let before = st.ready_replicas;
     st.observed_generation = node.metadata.generation;
@@ -703,7 +615,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Requeue> {
         ctx.event(&*node, "QuorumReady", "Observe", msg).await;
     }
     write_status(&ctx, &*node, &st).await?;
-    Ok(Requeue::requeue(Duration::from_secs(if ok {
+    Ok(Requeue::requeue(Duration::from_secs(if ok && !rolling {
         30
     } else {
         5
@@ -742,6 +654,7 @@ pub(crate) mod tests {
                     }],
                     ..Default::default()
                 },
+                network_policy: Default::default(),
             },
         );
         n.metadata.namespace = Some("chain".into());
@@ -755,86 +668,6 @@ pub(crate) mod tests {
         assert_eq!((fault_tolerance(4), quorum(4)), (1, 3));
         assert_eq!((fault_tolerance(7), quorum(7)), (2, 5));
         assert_eq!(fault_tolerance(3), 0);
-    }
-
-    #[test]
-    fn statefulset_runs_aitbc_node_with_keys_genesis_probes_and_storage() {
-        let listener = aitbc_protocol::Keypair::generate().public();
-        let s = statefulset(&node(4, Some(5)), &[listener]);
-        let spec = s.spec;
-        assert_eq!(spec.replicas, Some(5));
-        assert_eq!(spec.service_name.as_deref(), Some("aitbc-peers"));
-        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
-        assert_eq!(
-            spec.update_strategy.unwrap().type_.as_deref(),
-            Some("RollingUpdate")
-        );
-        let pod = spec.template.spec.unwrap();
-        let c = &pod.containers[0];
-        assert_eq!(c.image.as_deref(), Some(DEFAULT_IMAGE));
-        let args = c.args.clone().unwrap().join(" ");
-        assert!(
-            args.starts_with(
-                "run --genesis /etc/aitbc/genesis.json --key-dir /etc/aitbc/keys --data-dir /data"
-            ),
-            "{args}"
-        );
-        assert!(args.contains(
-            "--rpc-listen 0.0.0.0:9100 --p2p-listen 0.0.0.0:9200 --http-listen 0.0.0.0:9300"
-        ));
-        assert!(
-            args.ends_with(&format!(
-                "--peer-template aitbc-{{i}}.aitbc-peers:9200 --allow-peer {listener}"
-            )),
-            "the listener pod's key is admitted to the peer network: {args}"
-        );
-        let ready = c
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap();
-        assert_eq!(
-            (ready.path.as_deref(), &ready.port),
-            (Some("/readyz"), &IntOrString::String("http".into()))
-        );
-        assert_eq!(
-            c.ports
-                .as_ref()
-                .unwrap()
-                .iter()
-                .find(|p| p.name.as_deref() == Some("http"))
-                .unwrap()
-                .container_port,
-            9300
-        );
-        assert_eq!(
-            c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"],
-            Quantity("250m".into())
-        );
-        let keys = pod
-            .volumes
-            .unwrap()
-            .into_iter()
-            .find(|v| v.name == "keys")
-            .unwrap()
-            .projected
-            .unwrap()
-            .sources
-            .unwrap();
-        assert_eq!(keys.len(), 5, "one key Secret per pod");
-        let last = keys[4].secret.as_ref().unwrap();
-        assert_eq!(last.name, "aitbc-validator-4");
-        assert_eq!(last.items.as_ref().unwrap()[0].path, "validator-4.key");
-        let claim = &spec.volume_claim_templates.unwrap()[0];
-        let cs = claim.spec.as_ref().unwrap();
-        assert_eq!(cs.storage_class_name.as_deref(), Some("fast"));
-        assert_eq!(
-            cs.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"],
-            Quantity("5Gi".into())
-        );
-        assert_eq!(s.metadata.owner_references.unwrap()[0].kind, "Node");
     }
 
     #[test]
@@ -914,32 +747,19 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn image_and_scale_changes_roll_one_pod_at_a_time_under_the_same_pdb() {
-        let before = statefulset(&node(4, None), &[]);
-        let mut changed = node(4, Some(5));
+    fn key_custody_image_changes_change_the_template_hash_but_never_the_selector_or_the_claim() {
+        let before = members::statefulset(&node(4, None), 1, &[]);
+        let mut changed = node(4, None);
         changed.spec.image = Some("registry.example/aitbc-node:0.2.0".into());
-        let after = statefulset(&changed, &[]);
-        let c = &after.spec.template.spec.as_ref().unwrap().containers[0];
-        assert_eq!(
-            c.image.as_deref(),
-            Some("registry.example/aitbc-node:0.2.0")
-        );
-        assert_eq!(after.spec.replicas, Some(5));
-        let strategy = after.spec.update_strategy.clone().unwrap();
-        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
-        assert_eq!(
-            strategy.rolling_update.unwrap().max_unavailable,
-            None,
-            "one pod at a time"
-        );
-        assert_eq!(
-            before.spec.selector, after.spec.selector,
-            "the selector never changes"
-        );
-        assert_eq!(
-            before.spec.volume_claim_templates, after.spec.volume_claim_templates,
-            "PVCs are kept"
-        );
+        let after = members::statefulset(&changed, 1, &[]);
+        let hash = |s: &StatefulSet| s.annotations()[members::TEMPLATE_HASH_ANNOTATION].clone();
+        assert_ne!(hash(&before), hash(&after), "the rollout sees the change");
+        let (b, a) = (before.spec, after.spec);
+        assert_eq!(b.selector, a.selector, "the selector never changes");
+        let claim = |s: &k8s_openapi::api::apps::v1::StatefulSetSpec| {
+            s.template.spec.as_ref().unwrap().volumes.clone()
+        };
+        assert_eq!(claim(&b), claim(&a), "the PVC and key stay");
         assert_eq!(
             pdb(&node(4, None)).spec,
             pdb(&changed).spec,

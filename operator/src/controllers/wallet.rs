@@ -1,21 +1,22 @@
 //! Wallet: the key Secret (created once, never overwritten), address/balance/nonce from the
 //! chain, and the optional one-time funding transfer.
 
-use super::{amount, condition, namespace, send_recorded, wallet_key, write_status, Managed};
+use super::{
+    amount, condition, follow_recorded, namespace, send_recorded, wallet_key, wallet_signing_key,
+    write_status, Followed, Managed,
+};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::keys::{ensure_key_secret, wallet_secret_name};
-use crate::txflow::Progress;
+use crate::keys::wallet_secret_name;
 use aitbc_crds::{Wallet, WalletStatus};
 use aitbc_protocol::tx::Action;
-use k8s_openapi::api::core::v1::Secret;
+use aitbc_protocol::Keypair;
 use kube::runtime::controller::Action as Requeue;
-use kube::{Api, ResourceExt};
-use std::collections::BTreeMap;
+use kube::ResourceExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-super::managed!(Wallet, WalletStatus, "wallet");
+super::managed!(Wallet, WalletStatus, "wallet", "Funded");
 
 /// How often balances are refreshed.
 pub const REFRESH: Duration = Duration::from_secs(30);
@@ -48,13 +49,28 @@ pub fn funding_step(w: &Wallet, st: &WalletStatus) -> FundingStep {
     }
 }
 
+/// Pure: whether Wallet `source` lets Wallet `target` draw its funding from it.
+pub fn funding_granted(source: &Wallet, target: &str) -> bool {
+    source.spec.allow_funding.iter().any(|w| w == target)
+}
+
+/// The key that pays the funding of `w`: the source Wallet's, when it grants it.
+async fn funding_key(ctx: &Context, ns: &str, w: &Wallet, from: &str) -> Result<Keypair> {
+    let (source, key) = wallet_key(ctx, ns, from).await?;
+    let to = w.name_any();
+    if !funding_granted(&source, &to) {
+        return Err(Error::FundingNotGranted {
+            from: from.to_string(),
+            to,
+        });
+    }
+    Ok(key)
+}
+
 pub async fn reconcile(w: Arc<Wallet>, ctx: Arc<Context>) -> Result<Requeue> {
     let ns = namespace(&*w)?;
-    let name = w.name_any();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret_name = wallet_secret_name(&w);
-    let labels = BTreeMap::from([("aitbc.io/wallet".to_string(), name.clone())]);
-    let (key, created) = ensure_key_secret(&secrets, &ns, &secret_name, labels).await?;
+    let (key, created) = wallet_signing_key(&ctx, &ns, &w, true).await?;
     if created {
         ctx.event(
             &*w,
@@ -91,63 +107,18 @@ pub async fn reconcile(w: Arc<Wallet>, ctx: Arc<Context>) -> Result<Requeue> {
     let mut requeue = REFRESH;
     match funding_step(&w, &st) {
         FundingStep::Nothing | FundingStep::GaveUp => {}
-        FundingStep::Follow => {
-            let p = st
-                .pending_tx
-                .clone()
-                .ok_or_else(|| Error::InvalidSpec("funding record vanished".into()))?;
-            match crate::txflow::progress(&*chain, &p).await? {
-                Progress::Applied(_) => {
-                    st.pending_tx = None;
-                    st.funded = true;
-                    condition(
-                        &*w,
-                        &mut st,
-                        "Funded",
-                        true,
-                        "Funded",
-                        format!("funding transfer {} committed", p.hash),
-                    );
-                    ctx.event(
-                        &*w,
-                        "Funded",
-                        "Fund",
-                        format!("funding transfer {} committed", p.hash),
-                    )
-                    .await;
-                }
-                Progress::RejectedInBlock(reason) => {
-                    st.pending_tx = None;
-                    condition(
-                        &*w,
-                        &mut st,
-                        "Funded",
-                        false,
-                        "FundingRejected",
-                        format!("funding transfer {} was rejected: {reason}", p.hash),
-                    );
-                    ctx.warning(&*w, "FundingRejected", "Fund", reason).await;
-                }
-                Progress::Refused(reason) => {
-                    st.pending_tx = None;
-                    st.funding_tx_hash = None;
-                    condition(
-                        &*w,
-                        &mut st,
-                        "Funded",
-                        false,
-                        "FundingRefused",
-                        format!("funding transfer refused, retrying: {reason}"),
-                    );
-                    ctx.warning(&*w, "FundingRefused", "Fund", reason).await;
-                }
-                Progress::Dead => {
-                    st.pending_tx = None;
-                    st.funding_tx_hash = None;
-                }
-                Progress::InFlight => requeue = Duration::from_secs(1),
+        FundingStep::Follow => match follow_recorded(&ctx, &*w, &mut st, &*chain).await? {
+            Followed::Applied(p) => {
+                st.funded = true;
+                let msg = format!("funding transfer {} committed", p.hash);
+                condition(&*w, &mut st, "Funded", true, "Funded", msg.clone());
+                ctx.event(&*w, "Funded", "Fund", msg).await;
             }
-        }
+            // Rejected in its block: not retried (funding_tx_hash stays; the condition says why).
+            Followed::Rejected(..) | Followed::Nothing => {}
+            Followed::Dead(_) => st.funding_tx_hash = None,
+            Followed::Waiting(d) => requeue = d,
+        },
         FundingStep::Send => {
             let f = w
                 .spec
@@ -155,9 +126,9 @@ pub async fn reconcile(w: Arc<Wallet>, ctx: Arc<Context>) -> Result<Requeue> {
                 .clone()
                 .ok_or_else(|| Error::InvalidSpec("funding vanished".into()))?;
             let amt = amount("spec.funding.amount", &f.amount)?;
-            let (_, from_key) = wallet_key(&ctx, &ns, &f.from_wallet).await?;
+            let from_key = funding_key(&ctx, &ns, &w, &f.from_wallet).await?;
             let to = key.address();
-            let progress = send_recorded(
+            requeue = send_recorded(
                 &ctx,
                 &*w,
                 &mut st,
@@ -169,32 +140,13 @@ pub async fn reconcile(w: Arc<Wallet>, ctx: Arc<Context>) -> Result<Requeue> {
                 },
             )
             .await?;
-            match progress {
-                Progress::Refused(reason) => {
-                    st.pending_tx = None;
-                    st.funding_tx_hash = None;
-                    condition(
-                        &*w,
-                        &mut st,
-                        "Funded",
-                        false,
-                        "FundingRefused",
-                        format!("funding transfer refused, retrying: {reason}"),
-                    );
-                    ctx.warning(&*w, "FundingRefused", "Fund", reason).await;
-                    requeue = Duration::from_secs(30);
-                }
-                _ => {
-                    ctx.event(
-                        &*w,
-                        "FundingSent",
-                        "Fund",
-                        format!("transfer of {} AIT from {} sent", f.amount, f.from_wallet),
-                    )
-                    .await;
-                    requeue = Duration::from_secs(1);
-                }
-            }
+            ctx.event(
+                &*w,
+                "FundingSent",
+                "Fund",
+                format!("transfer of {} AIT from {} sent", f.amount, f.from_wallet),
+            )
+            .await;
         }
     }
 
@@ -221,4 +173,19 @@ pub async fn reconcile(w: Arc<Wallet>, ctx: Arc<Context>) -> Result<Requeue> {
     }
     write_status(&ctx, &*w, &st).await?;
     Ok(Requeue::requeue(requeue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aitbc_crds::WalletSpec;
+
+    #[test]
+    fn key_custody_funding_is_granted_by_name_on_the_paying_wallet() {
+        let mut ops = Wallet::new("genesis-ops", WalletSpec::default());
+        assert!(!funding_granted(&ops, "bob"), "no grant by default");
+        ops.spec.allow_funding = vec!["alice".into(), "bob".into()];
+        assert!(funding_granted(&ops, "bob"));
+        assert!(!funding_granted(&ops, "mallory"));
+    }
 }

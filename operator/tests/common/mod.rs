@@ -230,6 +230,25 @@ impl FakeApi {
                 }
                 (StatusCode::OK, o)
             }
+            ("DELETE", Some(n)) => {
+                let key = format!("{collection}/{n}");
+                let Some(mut o) = self.get(&key) else {
+                    return (
+                        StatusCode::NOT_FOUND,
+                        status_body(404, "NotFound", &format!("{plural} {n} not found")),
+                    );
+                };
+                if body["propagationPolicy"] == "Foreground" {
+                    // Dependents first: the object stays, being deleted, until a test says its
+                    // pods are gone (`finish_deletion`).
+                    o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                    o["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+                    self.objects.lock().insert(key, o.clone());
+                } else {
+                    self.objects.lock().remove(&key);
+                }
+                (StatusCode::OK, o)
+            }
             _ => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 status_body(405, "MethodNotAllowed", method),
@@ -432,6 +451,9 @@ impl FakeChain {
                         deadline_height: h + 100,
                         updated_height: h,
                         fee_burned: Amount::ZERO,
+                        price: *payment,
+                        deadline_ms: (h + 100) * 1000,
+                        stop_requested: false,
                     },
                 );
             }
@@ -488,7 +510,7 @@ impl ChainApi for FakeChain {
         if self.committed.lock().contains_key(&hash)
             || self.pending.lock().iter().any(|p| p.hash() == hash)
         {
-            return Err(ClientError::Rejected(format!(
+            return Err(ClientError::AlreadyKnown(format!(
                 "transaction {hash} is already known"
             )));
         }
@@ -641,12 +663,9 @@ impl World {
     /// A Wallet whose key Secret holds `key`.
     pub fn wallet_with_given_key(&self, name: &str, key: &aitbc_protocol::Keypair, spec: Value) {
         self.add("Wallet", "wallets", name, spec);
-        let secret = aitbc_operator::keys::key_secret(
-            &format!("{name}-wallet-key"),
-            NS,
-            key,
-            BTreeMap::new(),
-        );
+        let (labels, _) = aitbc_operator::keys::wallet_key_meta(name, None);
+        let secret =
+            aitbc_operator::keys::key_secret(&format!("{name}-wallet-key"), NS, key, labels);
         self.api
             .put(CORE, "secrets", serde_json::to_value(secret).unwrap());
     }
@@ -675,18 +694,46 @@ impl World {
     pub fn wallet_with_key(&self, name: &str, ait: u128) -> aitbc_protocol::Keypair {
         let key = aitbc_protocol::Keypair::generate();
         self.add("Wallet", "wallets", name, json!({}));
-        let secret = aitbc_operator::keys::key_secret(
-            &format!("{name}-wallet-key"),
-            NS,
-            &key,
-            BTreeMap::new(),
-        );
+        let (labels, _) = aitbc_operator::keys::wallet_key_meta(name, None);
+        let secret =
+            aitbc_operator::keys::key_secret(&format!("{name}-wallet-key"), NS, &key, labels);
         self.api
             .put(CORE, "secrets", serde_json::to_value(secret).unwrap());
         if ait > 0 {
             self.chain.fund(key.address(), ait);
         }
         key
+    }
+
+    /// Lets Wallet `to` draw its funding from Wallet `from` (`from`'s spec.allowFunding).
+    pub fn grant_funding(&self, from: &str, to: &str) {
+        let path = self.path("wallets", from);
+        let mut objs = self.api.objects.lock();
+        let w = objs.get_mut(&path).expect("source wallet exists");
+        let grants = w["spec"]["allowFunding"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut grants: Vec<Value> = grants;
+        grants.push(json!(to));
+        w["spec"]["allowFunding"] = json!(grants);
+    }
+
+    /// A World whose reconcilers reach the in-memory chain through `view` (e.g. one node that
+    /// refuses what another commits).
+    pub fn through(mut self, view: Arc<dyn ChainApi>) -> World {
+        self.ctx = Arc::new(Context::new(
+            client(self.api.clone()),
+            Arc::new(FixedChain(view)),
+            self.events.clone(),
+            Arc::new(NoTracker),
+            Arc::new(Metrics::new()),
+            Config {
+                operator_namespace: "aitbc-system".into(),
+                ..Config::default()
+            },
+        ));
+        self
     }
 
     /// The typed object at `plural/name`.
