@@ -12,6 +12,7 @@ missing_packages() {
   command -v protoc >/dev/null 2>&1 || echo protobuf-compiler
   command -v clang >/dev/null 2>&1 || echo clang
   have_libclang || echo libclang-dev
+  command -v bwrap >/dev/null 2>&1 || echo bubblewrap
 }
 
 have_libclang() {

@@ -169,7 +169,7 @@ fn prereq_path(dir: &std::path::Path, apt: bool) -> std::path::PathBuf {
         stubs.push((
             "apt-get",
             format!(
-                "echo \"$@\" >> {log}\ncase \"$1\" in install) for t in cc c++ protoc clang; do printf '#!/bin/sh\\n' > {bin}/$t; chmod +x {bin}/$t; done;; esac",
+                "echo \"$@\" >> {log}\ncase \"$1\" in install) for t in cc c++ protoc clang bwrap; do printf '#!/bin/sh\\n' > {bin}/$t; chmod +x {bin}/$t; done;; esac",
                 log = log.display(),
                 bin = bin.display()
             ),
@@ -208,7 +208,7 @@ fn make_devnet_installs_what_the_build_needs_and_says_how_long_it_takes() {
         .lines()
         .find(|l| l.starts_with("install"))
         .unwrap_or_else(|| panic!("no apt-get install in {log}"));
-    for p in ["protobuf-compiler", "clang", "gcc", "g++"] {
+    for p in ["protobuf-compiler", "clang", "gcc", "g++", "bubblewrap"] {
         assert!(install.split(' ').any(|w| w == p), "{p} not in {install}");
     }
     assert!(

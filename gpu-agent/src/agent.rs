@@ -450,7 +450,9 @@ impl Agent {
                 egress: Vec::new(),
             };
             let paths = JobPaths::new(&self.config.state_dir, &req.job_id);
-            give_to_job_user(&paths.output_dir());
+            if sandbox::running_as_root() {
+                give_to_job_user(&paths.output_dir(), pods.settings().job_uid);
+            }
             self.metrics.job_started();
             tokio::spawn(self.clone().supervise_pod(handle, pods, job, time_limit));
             return Ok(JobStarted {
@@ -1174,9 +1176,9 @@ pub fn pod_image_and_command(
     }
 }
 
-/// Pod mode: the job's container (uid 65534) writes the output directory.
-fn give_to_job_user(dir: &std::path::Path) {
-    let id = crate::pod::JOB_UID as u32;
+/// Pod mode under a root agent: the job's container (`uid`) writes the output directory.
+fn give_to_job_user(dir: &std::path::Path, uid: i64) {
+    let id = u32::try_from(uid).unwrap_or(crate::sandbox::JOB_UID);
     if let Err(e) = std::os::unix::fs::chown(dir, Some(id), Some(id)) {
         tracing::warn!(dir = %dir.display(), error = %e, "could not hand the output directory to the job's user");
     }

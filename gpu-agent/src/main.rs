@@ -349,6 +349,8 @@ fn build_config(a: &RunArgs) -> Result<AgentConfig> {
             cpu_limit: a.job_cpu_limit.clone(),
             memory_limit: a.job_memory_limit.clone(),
             demo_image: a.job_demo_image.clone(),
+            // SAFETY: geteuid(2) has no preconditions and touches no memory.
+            job_uid: aitbc_gpu_agent::pod::job_uid_for(unsafe { libc::geteuid() }),
         });
     }
     let keys = a

@@ -20,8 +20,17 @@ pub const AGENT_LABEL: &str = "aitbc.io/agent-node";
 /// Label carrying the job's Pod name.
 pub const JOB_LABEL: &str = "aitbc.io/job";
 const CONTAINER: &str = "job";
-/// The uid/gid job containers run as.
+/// The uid/gid job containers run as when the agent runs as root.
 pub const JOB_UID: i64 = 65534;
+
+/// The uid job containers run as: the agent's own (non-root) uid, so that they can write the
+/// output directory it created, else [`JOB_UID`].
+pub fn job_uid_for(agent_euid: u32) -> i64 {
+    match agent_euid {
+        0 => JOB_UID,
+        uid => i64::from(uid),
+    }
+}
 
 /// How a job Pod gets its GPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +57,8 @@ pub struct PodSettings {
     pub memory_limit: String,
     /// The agent's own image: runs the built-in demo runtime for listings without an image.
     pub demo_image: Option<String>,
+    /// uid and gid of job containers ([`job_uid_for`]).
+    pub job_uid: i64,
 }
 
 impl PodSettings {
@@ -190,8 +201,8 @@ pub fn job_pod(s: &PodSettings, j: &PodJob) -> Result<Pod, PodError> {
             "capabilities": {"drop": ["ALL"]},
             "readOnlyRootFilesystem": true,
             "runAsNonRoot": true,
-            "runAsUser": JOB_UID,
-            "runAsGroup": JOB_UID,
+            "runAsUser": s.job_uid,
+            "runAsGroup": s.job_uid,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     });
@@ -210,9 +221,9 @@ pub fn job_pod(s: &PodSettings, j: &PodJob) -> Result<Pod, PodError> {
         "terminationGracePeriodSeconds": 5,
         "securityContext": {
             "runAsNonRoot": true,
-            "runAsUser": JOB_UID,
-            "runAsGroup": JOB_UID,
-            "fsGroup": JOB_UID,
+            "runAsUser": s.job_uid,
+            "runAsGroup": s.job_uid,
+            "fsGroup": s.job_uid,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
@@ -467,6 +478,7 @@ mod tests {
             cpu_limit: "4".into(),
             memory_limit: "16Gi".into(),
             demo_image: None,
+            job_uid: JOB_UID,
         }
     }
 
@@ -512,6 +524,8 @@ mod tests {
         assert_eq!(spec["automountServiceAccountToken"], false);
         assert_eq!(spec["enableServiceLinks"], false);
         assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(spec["securityContext"]["runAsUser"], 65534);
+        assert_eq!((job_uid_for(0), job_uid_for(65532)), (65534, 65532));
         assert_eq!(
             spec["securityContext"]["seccompProfile"]["type"],
             "RuntimeDefault"

@@ -110,7 +110,7 @@ fn visible_in_sandbox(p: &Path, extra: &[PathBuf]) -> bool {
 }
 
 /// bwrap's arguments (without the program) running `job_argv` in the sandbox of `l`.
-/// `job_argv[0]` equal to `demo_exe` is replaced by [`DEMO_RUNTIME`].
+/// `job_argv[0]` equal to `demo_exe` is mounted and run as [`DEMO_RUNTIME`].
 pub fn bwrap_argv(l: &SandboxLayout, job_argv: &[String]) -> Vec<String> {
     let mut a = base_args(l.as_root);
     for d in &l.devices {
@@ -136,11 +136,14 @@ pub fn bwrap_argv(l: &SandboxLayout, job_argv: &[String]) -> Vec<String> {
         push(&mut a, &["--ro-bind", &path_str(i), JOB_INPUT]);
     }
     let mut argv = job_argv.to_vec();
-    if let Some(exe) = &l.demo_exe {
+    // The demo binary is mounted only for the jobs that run it.
+    if let Some(exe) = l
+        .demo_exe
+        .as_ref()
+        .filter(|e| argv.first().map(Path::new) == Some(e.as_path()))
+    {
         push(&mut a, &["--ro-bind", &path_str(exe), DEMO_RUNTIME]);
-        if argv.first().map(Path::new) == Some(exe.as_path()) {
-            argv[0] = DEMO_RUNTIME.into();
-        }
+        argv[0] = DEMO_RUNTIME.into();
     }
     push(&mut a, &["--chdir", JOB_WORK, "--"]);
     a.extend(argv);
@@ -246,6 +249,10 @@ mod tests {
         let args = bwrap_argv(&l, &["/bin/sh".into(), "-c".into(), "echo hi".into()]);
         assert!(!args.iter().any(|a| a == "--uid" || a == "--cap-drop"));
         assert!(!args.iter().any(|a| a == JOB_INPUT));
+        assert!(
+            !args.iter().any(|a| a == DEMO_RUNTIME),
+            "no demo binary for a job that does not run it"
+        );
         let dash = args.iter().position(|a| a == "--").unwrap();
         assert_eq!(&args[dash + 1..], ["/bin/sh", "-c", "echo hi"]);
         assert_eq!(

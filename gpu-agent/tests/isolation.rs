@@ -25,7 +25,14 @@ fn sandbox_available(test: &str) -> bool {
             panic!("{test}: AITBC_REQUIRE_SANDBOX=1 but the sandbox does not work: {e}")
         }
         Err(e) => {
-            eprintln!("SKIPPED {test}: the bubblewrap sandbox does not work here ({e}); set AITBC_REQUIRE_SANDBOX=1 to make this a failure");
+            // Straight to the process's stderr, past the test harness's capture, so that
+            // `cargo test` shows it even for a passing test.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: the bubblewrap sandbox does not work here ({e}); set \
+                 AITBC_REQUIRE_SANDBOX=1 to make this a failure"
+            );
             false
         }
     }

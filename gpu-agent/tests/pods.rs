@@ -153,6 +153,7 @@ fn settings(state: &std::path::Path) -> PodSettings {
         cpu_limit: "2".into(),
         memory_limit: "4Gi".into(),
         demo_image: Some("ghcr.io/aitbc/agent:dev".into()),
+        job_uid: aitbc_gpu_agent::pod::JOB_UID,
     }
 }
 

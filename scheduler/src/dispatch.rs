@@ -63,6 +63,7 @@ pub fn new_record(job: &Job) -> JobRecord {
             .result
             .as_ref()
             .map(|r| hex::encode(borsh::to_vec(r).unwrap_or_default())),
+        stop_requested: job.stop_requested,
         submitted_height: job.created_height,
         deadline_height: job.deadline_height,
         first_seen_ms: now,
@@ -104,6 +105,7 @@ pub fn sync_record(s: &Scheduler, job: &Job) {
             .or_insert_with(|| new_record(job));
         r.chain_status = job.status.as_str().into();
         r.attempts = r.attempts.max(job.assignments);
+        r.stop_requested |= job.stop_requested;
         r.deadline_height = job.deadline_height;
         if let Some(res) = &job.result {
             r.result_digest = res.receipt.output_digest.to_hex();
@@ -889,10 +891,13 @@ async fn handle_receipt(
     receipt: SignedJobReceipt,
 ) -> Result<(), String> {
     let ok = receipt.receipt.success;
-    let (attempts, max) = (
-        s.state.lock().jobs.get(id).map(|r| r.attempts).unwrap_or(0),
-        s.config.max_attempts,
-    );
+    let (attempts, stop_requested) = s
+        .state
+        .lock()
+        .jobs
+        .get(id)
+        .map_or((0, false), |r| (r.attempts, r.stop_requested));
+    let max = s.config.max_attempts;
     tracing::info!(job = %id, agent = %agent.agent_id, success = ok, message = %receipt.receipt.message, "receipt");
     update(s, id, |r| {
         r.result_digest = receipt.receipt.output_digest.to_hex();
@@ -904,7 +909,9 @@ async fn handle_receipt(
             r.message = receipt.receipt.message.clone();
         }
     });
-    if !ok && attempts < max && has_alternative(s, id, &agent.agent_id) {
+    // A job the customer asked to stop is not retried: its receipt (the usage so far) is what
+    // the chain settles.
+    if !ok && !stop_requested && attempts < max && has_alternative(s, id, &agent.agent_id) {
         attempt_failed(
             s,
             id,
@@ -919,11 +926,21 @@ async fn handle_receipt(
     }
     report(s, id, receipt).await?;
     crash_point(s, crate::config::CrashPoint::Report);
-    if ok {
-        settle(s, id).await
-    } else {
-        refund(s, id).await
+    // The chain settles (or refunds) a job in the transaction that reports its result; a chain
+    // from before that rule leaves it to SettleJob or RefundJob.
+    let job = s.chain.job(id).await.map_err(|e| e.to_string())?;
+    match job.status {
+        JobStatus::Settled => {
+            s.metrics.settled.inc();
+        }
+        JobStatus::Refunded => {
+            s.metrics.refunds.inc();
+        }
+        _ if ok => return settle(s, id).await,
+        _ => return refund(s, id).await,
     }
+    sync_record(s, &job);
+    Ok(())
 }
 
 /// Whether an agent other than `failing` and those already tried could ever hold the job

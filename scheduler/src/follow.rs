@@ -133,6 +133,22 @@ async fn apply_event(s: &Arc<Scheduler>, ev: &Event, tx_hash: &Hash) {
                 tokio::spawn(async move { cancel_on_agent(&s2, &id).await });
             }
         }
+        Event::JobStopRequested { job_id, .. } => {
+            let on_agent = s
+                .state
+                .lock()
+                .jobs
+                .get(job_id)
+                .map(|r| r.phase.on_agent())
+                .unwrap_or(false);
+            update(s, job_id, |r| r.stop_requested = true);
+            if on_agent {
+                tracing::info!(job = %job_id, "the customer asked to stop the job; stopping it on its agent");
+                let s2 = s.clone();
+                let id = job_id.clone();
+                tokio::spawn(async move { cancel_on_agent(&s2, &id).await });
+            }
+        }
         Event::BidAccepted { bid_id, listing_id } => match s.chain.listing(listing_id).await {
             Ok(l) if l.service_type == ServiceType::GpuRental => {
                 tracing::info!(bid = %bid_id, listing = %listing_id, "rental bid accepted; leasing GPUs");

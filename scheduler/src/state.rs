@@ -90,6 +90,11 @@ pub struct JobRecord {
     pub refund_tx: Option<String>,
     /// Borsh `SignedJobReceipt`, hex.
     pub receipt_hex: Option<String>,
+    /// The customer asked to stop the job after it was assigned (`JobStopRequested`): it is
+    /// stopped on its agent and the agent's receipt (the usage so far) is reported as it is,
+    /// never retried elsewhere.
+    #[serde(default)]
+    pub stop_requested: bool,
     pub submitted_height: u64,
     pub deadline_height: u64,
     /// When the scheduler first saw the job (unix ms); placement latency and aging count from here.

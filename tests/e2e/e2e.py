@@ -253,7 +253,7 @@ def chaos() -> None:
         return any(v in ("Submitted", "Assigned", "Running") for v in ph.values()), ph
     wait_for("a pipeline job in flight", in_flight, 600, 1)
     log(f"job phases at the kill: {job_phases()}")
-    kubectl("-n", NS, "delete", "pod", f"{CHAIN}-1", "--grace-period=0", "--force", "--wait=false")
+    kubectl("-n", NS, "delete", "pod", f"{CHAIN}-validator-1-0", "--grace-period=0", "--force", "--wait=false")
     kubectl("-n", NS, "delete", "pod", "-l", "app.kubernetes.io/component=gpu-agent", "--grace-period=0", "--force", "--wait=false")
 
 

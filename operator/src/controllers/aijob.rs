@@ -312,7 +312,12 @@ async fn cleanup(job: Arc<AiJob>, ctx: Arc<Context>, api: Api<AiJob>) -> Result<
                 }
             }
         }
-        Err(e @ (Error::MissingRef { .. } | Error::NotReady { .. } | Error::BadKey { .. })) => {
+        Err(
+            e @ (Error::MissingRef { .. }
+            | Error::NotReady { .. }
+            | Error::BadKey { .. }
+            | Error::ForeignKey { .. }),
+        ) => {
             ctx.warning(
                 &*job,
                 e.reason(),

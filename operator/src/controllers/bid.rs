@@ -188,7 +188,12 @@ async fn cleanup(bid: Arc<Bid>, ctx: Arc<Context>, api: Api<Bid>) -> Result<Requ
     let mut st = bid.status_or_default();
     let keyed = match wallet_key(&ctx, &ns, &bid.spec.wallet).await {
         Ok(k) => Some(k),
-        Err(e @ (Error::MissingRef { .. } | Error::NotReady { .. } | Error::BadKey { .. })) => {
+        Err(
+            e @ (Error::MissingRef { .. }
+            | Error::NotReady { .. }
+            | Error::BadKey { .. }
+            | Error::ForeignKey { .. }),
+        ) => {
             ctx.warning(
                 &*bid,
                 e.reason(),

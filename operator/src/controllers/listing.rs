@@ -317,7 +317,12 @@ async fn cleanup(
                 }
             }
         }
-        Err(e @ (Error::MissingRef { .. } | Error::NotReady { .. } | Error::BadKey { .. })) => {
+        Err(
+            e @ (Error::MissingRef { .. }
+            | Error::NotReady { .. }
+            | Error::BadKey { .. }
+            | Error::ForeignKey { .. }),
+        ) => {
             ctx.warning(
                 &*l,
                 e.reason(),

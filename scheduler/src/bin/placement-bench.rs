@@ -174,6 +174,7 @@ fn main() {
                 settlement_tx: None,
                 refund_tx: None,
                 receipt_hex: None,
+                stop_requested: false,
                 submitted_height: 1,
                 deadline_height: 7201,
                 first_seen_ms: 0,
