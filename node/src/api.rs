@@ -417,10 +417,11 @@ impl ChainService {
         // committed state is what it will most likely be: refuse it now with the reason.
         if dry_run && stx.tx.nonce == acct.nonce {
             let height = chain.committed_height().map(|h| h + 1).unwrap_or(0);
-            // The signature was checked above.
+            // The signature was checked above. The next block's time is most likely now (rules
+            // such as deadlines and refunds go by block time).
             let ctx = BlockContext {
                 height,
-                time_ms: 0,
+                time_ms: crate::app::now_ms(),
                 proposer: stx.tx.sender,
                 params: &chain.params,
                 verified: Some(&|_| true),

@@ -83,7 +83,8 @@ impl StateRead for TreeState<'_, '_> {
     }
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock time in unix milliseconds (what a block proposed now carries).
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
