@@ -287,6 +287,11 @@ impl SchedulerApi for ControlApi {
         let agent_id = rec.agent_id.clone().ok_or_else(|| {
             Status::failed_precondition(format!("job {} has not run on an agent", rec.job_id))
         })?;
+        // Fair exchange: the outputs are the customer's once the result (and with it the
+        // payment) is on chain, not before: otherwise a customer could take them and stop the
+        // job before the provider's receipt lands.
+        let job = self.chain_job(&rec.job_id).await?;
+        result_released(&job)?;
         let view = self.agent(&agent_id)?;
         let mut c = view.client.clone();
         let r = tokio::time::timeout(AGENT_CALL, c.get_job(&rec.job_id))
@@ -585,5 +590,20 @@ impl SchedulerApi for ControlApi {
             last_height: self.s.state.lock().next_height.saturating_sub(1),
             uptime_secs: m.uptime_secs(),
         }))
+    }
+}
+
+/// Whether a job's outputs may be released: only once its result is on chain.
+#[allow(clippy::result_large_err)]
+fn result_released(job: &Job) -> Result<(), Status> {
+    if job.result.is_some() {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "job {} has no result on chain yet ({}): its outputs are released once the agent's \
+             receipt is committed; wait for it (`ai-status`) and fetch again",
+            job.id,
+            job.status.as_str()
+        )))
     }
 }

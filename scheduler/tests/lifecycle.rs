@@ -1439,8 +1439,16 @@ async fn fair_exchange_a_stopped_job_pays_its_usage_and_is_not_retried() {
         .submit(&listing, 10, spec(JobKind::Inference, 1, 0), 7200)
         .await;
     env.wait_assigned_to(&job, Duration::from_secs(30)).await;
-    // Let it start on the agent, then ask to stop.
+    // Let it start on the agent. Its outputs are not released before its result is on chain.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut api = env.api().await;
+    let fetch = || spb::FetchResultRequest {
+        job_id: job.clone(),
+        ..Default::default()
+    };
+    let early = api.fetch_result(fetch()).await.unwrap_err();
+    assert_eq!(early.code(), tonic::Code::FailedPrecondition, "{early}");
+    // Then ask to stop.
     let customer = env.customer.clone();
     env.send(
         &customer,
@@ -1472,5 +1480,7 @@ async fn fair_exchange_a_stopped_job_pays_its_usage_and_is_not_retried() {
         earned > Amount::ZERO && earned <= three,
         "provider earned {earned:?}"
     );
+    // With the receipt on chain the outputs are released.
+    api.fetch_result(fetch()).await.unwrap();
     env.assert_conserved().await;
 }
