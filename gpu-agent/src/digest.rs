@@ -1,36 +1,17 @@
-//! The output digest a receipt commits to.
-//!
-//! Definition (version 1): walk the job's output directory recursively without following
-//! symbolic links; take every regular file; name it by its path relative to the output
-//! directory with `/` separators (UTF-8; a non-UTF-8 name makes the digest fail); sort by those
-//! names as bytes. For each file compute `sha256(content)`. The digest is
-//!
-//! ```text
-//! SHA-256( "aitbc/job-outputs/v1" || 0x00 ||
-//!          for each file in order: u64_le(len(name)) || name || u64_le(size) || sha256(content) )
-//! ```
-//!
-//! i.e. [`aitbc_protocol::Hash::domain`] over those parts. An empty directory hashes the
-//! domain alone. Symbolic links and special files are neither hashed nor downloadable.
+//! Lists and digests a job's output directory: the digest is defined in
+//! [`aitbc_protocol::outputs`] (shared with the CLI, which recomputes it over what it downloads).
+//! The walk does not follow symbolic links, takes every regular file, and fails on a non-UTF-8
+//! name; symbolic links and special files are neither hashed nor downloadable.
 
 use aitbc_protocol::Hash;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-pub const OUTPUT_DIGEST_DOMAIN: &str = "aitbc/job-outputs/v1";
+pub use aitbc_protocol::outputs::{digest_of, OutputFile, OUTPUT_DIGEST_DOMAIN};
 /// At most this many files are listed and hashed; more make the digest fail.
 pub const MAX_OUTPUT_FILES: usize = 10_000;
-
-/// One regular file of a job's output directory.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputFile {
-    pub path: String,
-    pub size: u64,
-    pub sha256: Hash,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
@@ -110,18 +91,6 @@ fn relative_name(root: &Path, path: &Path) -> Result<String, DigestError> {
         }
     }
     Ok(parts.join("/"))
-}
-
-/// The digest over an already sorted file list (see the module docs).
-pub fn digest_of(files: &[OutputFile]) -> Hash {
-    let mut buf = Vec::with_capacity(files.len() * 80);
-    for f in files {
-        buf.extend_from_slice(&(f.path.len() as u64).to_le_bytes());
-        buf.extend_from_slice(f.path.as_bytes());
-        buf.extend_from_slice(&f.size.to_le_bytes());
-        buf.extend_from_slice(&f.sha256.0);
-    }
-    Hash::domain(OUTPUT_DIGEST_DOMAIN, &[&buf])
 }
 
 /// Lists and digests `dir` in one go.

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod hash;
 pub mod model;
 pub mod net;
+pub mod outputs;
 pub mod receipt;
 pub mod registration;
 pub mod tx;

@@ -7,6 +7,7 @@ use crate::period::Period;
 use aitbc_protocol::agent_pb::agent_client::AgentClient;
 use aitbc_protocol::client::{ChainClient, ClientError};
 use aitbc_protocol::model::{Job, JobStatus};
+use aitbc_protocol::outputs::{digest_of_unsorted, OutputFile};
 use aitbc_protocol::receipt::SignedJobReceipt;
 use aitbc_protocol::scheduler_pb as spb;
 use aitbc_protocol::tx::{object_id, Action, JobKind, JobSpec};
@@ -340,6 +341,9 @@ pub async fn results(ctx: &Ctx, job_id: &str, out_dir: Option<&Path>) -> Result<
         .await
         .map_err(|e| anyhow!("fetching the file list: {}", e.message()))?
         .into_inner();
+    // The list comes from the scheduler (and the agent): it must be the one the receipt on chain
+    // commits to, and each downloaded file must match it, or this is not what was paid for.
+    check_listing_against_receipt(&listing.files, &receipt)?;
     r.list("files");
     for f in &listing.files {
         let mut line = format!("file: {} size: {} sha256: {}", f.path, f.size, f.sha256);
@@ -387,6 +391,46 @@ pub async fn results(ctx: &Ctx, job_id: &str, out_dir: Option<&Path>) -> Result<
         );
     }
     Ok(r)
+}
+
+/// Refuses a file list whose digest is not the receipt's `output_digest`.
+fn check_listing_against_receipt(files: &[spb::ResultFile], rc: &SignedJobReceipt) -> Result<()> {
+    let listed = files
+        .iter()
+        .map(|f| {
+            let sha256 = f.sha256.parse().map_err(|_| {
+                anyhow!(
+                    "the scheduler listed output {} with a malformed sha256 {:?}",
+                    f.path,
+                    f.sha256
+                )
+            })?;
+            Ok(OutputFile {
+                path: f.path.clone(),
+                size: f.size,
+                sha256,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let got = digest_of_unsorted(listed);
+    let paid = rc.receipt.output_digest;
+    if got != paid {
+        let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        bail!(
+            "the outputs offered for job {} ({}) are not the ones its receipt on chain commits \
+             to: their digest is {} but the receipt's output_digest is {}; nothing was saved \
+             (the scheduler or the agent serves substitute files: report it)",
+            rc.receipt.job_id,
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            },
+            got.to_hex(),
+            paid.to_hex()
+        );
+    }
+    Ok(())
 }
 
 fn receipt_lines(r: &mut Report, rc: &SignedJobReceipt, job: &Job) {
@@ -507,4 +551,71 @@ pub async fn metrics(ctx: &Ctx, agent_id: &str, p: Period) -> Result<Report> {
         );
     r.field("gpu_seconds", gpu_s);
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aitbc_protocol::receipt::{JobReceipt, Usage};
+    use aitbc_protocol::Keypair;
+
+    fn receipt_for(files: &[(&str, &[u8])]) -> SignedJobReceipt {
+        let listed = files.iter().map(|(p, d)| out(p, d)).collect();
+        JobReceipt {
+            chain_id: "test".into(),
+            job_id: "job-1".into(),
+            attempt: 1,
+            agent_key: Keypair::generate().public(),
+            success: true,
+            exit_code: Some(0),
+            output_digest: digest_of_unsorted(listed),
+            usage: Usage::default(),
+            message: String::new(),
+            finished_at_ms: 0,
+        }
+        .sign(&Keypair::generate())
+    }
+
+    fn out(path: &str, data: &[u8]) -> OutputFile {
+        OutputFile {
+            path: path.into(),
+            size: data.len() as u64,
+            sha256: Hash(Sha256::digest(data).into()),
+        }
+    }
+
+    fn listing(files: &[(&str, &[u8])]) -> Vec<spb::ResultFile> {
+        files
+            .iter()
+            .map(|(p, d)| {
+                let f = out(p, d);
+                spb::ResultFile {
+                    path: f.path,
+                    size: f.size,
+                    sha256: f.sha256.to_hex(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn job_plane_results_must_be_the_ones_the_receipt_commits_to() {
+        let paid: &[(&str, &[u8])] = &[("result.txt", b"a red square"), ("img.png", b"\x89PNG")];
+        let rc = receipt_for(paid);
+        check_listing_against_receipt(&listing(paid), &rc).unwrap();
+        // A substitute file, a missing one and an extra one are all refused, naming the files.
+        let substitute: &[(&str, &[u8])] =
+            &[("result.txt", b"a blue square"), ("img.png", b"\x89PNG")];
+        let missing: &[(&str, &[u8])] = &[("result.txt", b"a red square")];
+        let extra: &[(&str, &[u8])] = &[
+            ("result.txt", b"a red square"),
+            ("img.png", b"\x89PNG"),
+            ("x", b""),
+        ];
+        for bad in [substitute, missing, extra] {
+            let err = check_listing_against_receipt(&listing(bad), &rc).unwrap_err();
+            assert!(err.to_string().contains("result.txt"), "{err}");
+            assert!(err.to_string().contains("nothing was saved"), "{err}");
+        }
+    }
 }
