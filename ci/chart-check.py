@@ -20,7 +20,13 @@ Run by `make chart-check` (which builds a venv from ci/requirements.txt):
   8. key custody: every rendered pod, and every pod `aitbc-operator render` produces for the
      chart's and the examples' Nodes, meets the restricted Pod Security Standard (no hostPath
      unless a profile opts in), each chain pod mounts one key, no role lists/watches/deletes
-     Secrets, watchNamespaces renders Roles only, NetworkPolicies are on.
+     Secrets, watchNamespaces renders Roles only, NetworkPolicies are on;
+  9. job isolation (issue 17): in pod mode (profile pod-values.yaml) the agent's only RBAC is a
+     Role in the job namespace with exactly the verbs of rbac-allowed.yaml's agentRole, nothing
+     cluster-wide, its token mounted, API-server egress, the job Namespace's Pod Security labels,
+     and the rendered command line reaches the agent's Kubernetes client; the template refuses
+     pod mode without the hostPath state dir; other modes mount no agent token and render no
+     agent RBAC.
 
 Exit status 0 only when every check passed; a summary is printed last.
 """
@@ -132,22 +138,33 @@ def is_user_role(m: dict) -> bool:
     return m.get("kind") == "ClusterRole" and (m.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component") == "user-role"
 
 
+def is_agent_rbac(m: dict) -> bool:
+    return m.get("kind") in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding") and \
+        (m.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component") == "gpu-agent"
+
+
 def review_rbac(manifests: list[dict], allowed_doc: dict) -> list[str]:
     """Rendered ClusterRoles against allowed_doc['clusterRole'] (the people's roles against
-    allowed_doc['userRoles']), Roles against clusterRole+role, bindings only to the chart's own
-    roles."""
+    allowed_doc['userRoles']), Roles against clusterRole+role, the gpu-agent's Role (pod mode)
+    against allowed_doc['agentRole'] alone and never a ClusterRole for it, bindings only to the
+    chart's own roles."""
     cluster_allowed = allowed_triples(allowed_doc.get("clusterRole", []))
     ns_allowed = cluster_allowed | allowed_triples(allowed_doc.get("role", []))
     user_allowed = allowed_triples(allowed_doc.get("userRoles", []))
+    agent_allowed = allowed_triples(allowed_doc.get("agentRole", []))
     problems = []
     roles = {(m["kind"], m["metadata"]["name"]) for m in manifests if m.get("kind") in ("Role", "ClusterRole")}
-    operator_roles = [m for m in manifests if m.get("kind") in ("Role", "ClusterRole") and not is_user_role(m)]
+    operator_roles = [m for m in manifests if m.get("kind") in ("Role", "ClusterRole") and not is_user_role(m) and not is_agent_rbac(m)]
     if not operator_roles:
         problems.append("no ClusterRole or Role rendered for the operator")
     for m in manifests:
         kind = m.get("kind")
         if is_user_role(m):
             problems += rbac_violations(m, user_allowed)
+        elif is_agent_rbac(m) and kind in ("ClusterRole", "ClusterRoleBinding"):
+            problems.append(f"{kind}/{m['metadata']['name']}: the gpu-agent gets nothing cluster-wide")
+        elif is_agent_rbac(m) and kind == "Role":
+            problems += rbac_violations(m, agent_allowed)
         elif kind == "ClusterRole":
             problems += rbac_violations(m, cluster_allowed)
         elif kind == "Role":
@@ -175,6 +192,23 @@ TOO_BROAD_ROLES = [
 ]
 
 
+# The gpu-agent's pod mode (gpu-agent/src/pod.rs): what its job-namespace Role grants, exactly.
+AGENT_JOB_TRIPLES = {
+    ("", "pods", "create"), ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "delete"),
+    ("", "pods/log", "get"),
+    ("networking.k8s.io", "networkpolicies", "create"), ("networking.k8s.io", "networkpolicies", "list"),
+    ("networking.k8s.io", "networkpolicies", "delete"),
+}
+
+TOO_BROAD_AGENT_ROLES = [
+    {"kind": "Role", "metadata": {"name": "agent-exec"}, "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]},
+    {"kind": "Role", "metadata": {"name": "agent-secrets"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
+    {"kind": "Role", "metadata": {"name": "agent-pods-patch"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch", "update", "watch"]}]},
+    {"kind": "Role", "metadata": {"name": "agent-deletecollection"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["deletecollection"]}]},
+    {"kind": "Role", "metadata": {"name": "agent-wild"}, "rules": [{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]},
+]
+
+
 def rbac_self_test(allowed_doc: dict) -> None:
     cluster_allowed = allowed_triples(allowed_doc["clusterRole"])
     for role in TOO_BROAD_ROLES:
@@ -183,6 +217,14 @@ def rbac_self_test(allowed_doc: dict) -> None:
     exact = {"kind": "ClusterRole", "metadata": {"name": "exact"}, "rules": allowed_doc["clusterRole"]}
     if rbac_violations(exact, cluster_allowed):
         raise CheckError("the RBAC review rejected the declared list itself")
+    agent_allowed = allowed_triples(allowed_doc.get("agentRole", []))
+    if agent_allowed != AGENT_JOB_TRIPLES:
+        raise CheckError(f"ci/rbac-allowed.yaml agentRole is not exactly the pod-mode verbs: {sorted(agent_allowed ^ AGENT_JOB_TRIPLES)}")
+    for role in TOO_BROAD_AGENT_ROLES:
+        if not rbac_violations(role, agent_allowed):
+            raise CheckError(f"the RBAC review accepted the too-broad agent role {role['metadata']['name']}")
+    if rbac_violations({"kind": "Role", "metadata": {"name": "agent-exact"}, "rules": allowed_doc["agentRole"]}, agent_allowed):
+        raise CheckError("the RBAC review rejected the declared agent list itself")
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +251,8 @@ def key_custody_secret_problems(manifests: list[dict]) -> list[str]:
     return problems
 
 
-def key_custody_scope_problems(manifests: list[dict], watch_namespaces: list[str], release_ns: str = NAMESPACE) -> list[str]:
+def key_custody_scope_problems(manifests: list[dict], watch_namespaces: list[str], release_ns: str = NAMESPACE,
+                               job_namespace: str | None = None) -> list[str]:
     """A namespace-scoped install (watchNamespaces) renders no ClusterRole or ClusterRoleBinding
     for the operator, only Roles in the watched namespaces and the release namespace; an
     all-namespaces install binds its ClusterRole once."""
@@ -219,9 +262,11 @@ def key_custody_scope_problems(manifests: list[dict], watch_namespaces: list[str
         problems += [f"{m['kind']}/{m['metadata']['name']}: cluster-wide although watchNamespaces={watch_namespaces}" for m in op]
         allowed = set(watch_namespaces) | {release_ns}
         for m in manifests:
+            if is_agent_rbac(m) and job_namespace and m["metadata"].get("namespace") == job_namespace:
+                continue  # pod mode: the agent's Role in the job namespace (job_isolation_problems)
             if m.get("kind") in ("Role", "RoleBinding") and m["metadata"].get("namespace") not in allowed:
                 problems.append(f"{m['kind']}/{m['metadata']['name']} in namespace {m['metadata'].get('namespace')} not watched")
-        covered = {m["metadata"].get("namespace") for m in manifests if m.get("kind") == "Role"}
+        covered = {m["metadata"].get("namespace") for m in manifests if m.get("kind") == "Role" and not is_agent_rbac(m)}
         problems += [f"no Role for the operator in watched namespace {ns}" for ns in watch_namespaces if ns not in covered]
     elif not any(m["kind"] == "ClusterRole" for m in op):
         problems.append("watchNamespaces is empty but no ClusterRole lets the operator watch every namespace")
@@ -302,6 +347,174 @@ def key_custody_operator_pod_problems(items: list[dict]) -> list[str]:
                 ports = {p.get("port") for p in rule.get("ports") or []}
                 if 9200 in ports and (ports != {9200} or any("namespaceSelector" in f for f in rule.get("from") or [])):
                     errs.append(f"NetworkPolicy/{o['metadata']['name']}: the peer port is open beyond the chain's pods")
+    return errs
+
+
+# --------------------------------------------------------------------------------------------
+# Job isolation (issue 17; pure: tested by ci/test_chart_check.py, tests named test_job_isolation_*)
+
+JOB_NS_LABELS = {
+    "pod-security.kubernetes.io/enforce": "privileged",  # the job Pods' hostPath inputs/outputs
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
+API_SERVER_PORTS = {443, 6443}
+
+
+def job_isolation_settings(vals: dict, release: str = RELEASE) -> tuple[bool, str, bool]:
+    """(pod mode, job namespace, createNamespace) of a values dict as the chart defaults them."""
+    a = vals.get("gpuAgent") or {}
+    jobs = a.get("jobs") or {}
+    return (a.get("isolation", "auto") == "pod", jobs.get("namespace") or f"{release}-jobs",
+            jobs.get("createNamespace", True))
+
+
+def _agent_container(ps: dict) -> dict:
+    return next(c for c in ps["containers"] if c["name"] == "gpu-agent")
+
+
+def job_isolation_problems(manifests: list[dict], pod_mode: bool, job_ns: str, create_ns: bool = True,
+                           release_ns: str = NAMESPACE) -> list[str]:
+    """Pod mode: the agent's ServiceAccount token is mounted and its RBAC is one Role in the job
+    namespace with exactly AGENT_JOB_TRIPLES, bound to the agent's own ServiceAccount only, and
+    nothing cluster-wide; the DaemonSet tells the agent its job namespace, node name and host
+    state dir; the agent NetworkPolicy lets it reach the API server; the job Namespace carries the
+    Pod Security labels. Other modes: no token, no agent RBAC, no job Namespace."""
+    errs: list[str] = []
+    ds = find(manifests, "DaemonSet", "gpu-agent")
+    if len(ds) != 1:
+        return [f"expected one gpu-agent DaemonSet, got {len(ds)}"]
+    ps = ds[0]["spec"]["template"]["spec"]
+    c = _agent_container(ps)
+    args = c.get("args") or []
+    env = {e["name"]: e for e in c.get("env") or []}
+    sa_name = ps.get("serviceAccountName")
+    sas = [m for m in manifests if m.get("kind") == "ServiceAccount" and m["metadata"]["name"] == sa_name
+           and m["metadata"].get("namespace") == release_ns]
+    if not sa_name or not sas:
+        errs.append(f"the agent pods run as ServiceAccount {sa_name!r}, which the chart does not create")
+    elif (sas[0]["metadata"].get("labels") or {}).get("app.kubernetes.io/component") != "gpu-agent":
+        errs.append(f"ServiceAccount/{sa_name} is not the agent's own")
+    want_iso = "pod" if pod_mode else None
+    iso = args[args.index("--isolation") + 1] if "--isolation" in args else None
+    if iso is None:
+        errs.append("--isolation missing from the agent's args")
+    elif want_iso and iso != want_iso:
+        errs.append(f"--isolation {iso}, want pod")
+    elif not want_iso and iso == "pod":
+        errs.append("--isolation pod rendered outside pod mode")
+    agent_rbac = [m for m in manifests if is_agent_rbac(m)]
+    bound_to_agent = [m for m in manifests if m.get("kind") in ("RoleBinding", "ClusterRoleBinding")
+                      and any(s.get("kind") == "ServiceAccount" and s.get("name") == sa_name
+                              and s.get("namespace") == release_ns for s in m.get("subjects") or [])]
+    for m in agent_rbac + bound_to_agent:
+        if m["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            errs.append(f"{m['kind']}/{m['metadata']['name']}: cluster-wide RBAC for the gpu-agent")
+    namespaces = [m for m in manifests if m.get("kind") == "Namespace"]
+    automount = ps.get("automountServiceAccountToken")
+    if not pod_mode:
+        if automount is not False:
+            errs.append("the agent pods mount a ServiceAccount token outside pod mode")
+        errs += [f"{m['kind']}/{m['metadata']['name']}: agent RBAC outside pod mode" for m in agent_rbac + bound_to_agent]
+        errs += [f"Namespace/{m['metadata']['name']} rendered outside pod mode" for m in namespaces]
+        return errs
+    if automount is not True:
+        errs.append("pod mode: the agent pods do not mount their ServiceAccount token")
+    roles = [m for m in agent_rbac if m["kind"] == "Role"]
+    if len(roles) != 1:
+        errs.append(f"pod mode: expected one agent Role, got {[m['metadata']['name'] for m in roles]}")
+    for r in roles:
+        if r["metadata"].get("namespace") != job_ns:
+            errs.append(f"Role/{r['metadata']['name']} is in namespace {r['metadata'].get('namespace')}, not the job namespace {job_ns}")
+        got = allowed_triples(r.get("rules") or [])
+        if got != AGENT_JOB_TRIPLES or any(rule.get("resourceNames") or rule.get("nonResourceURLs") for rule in r.get("rules") or []):
+            errs.append(f"Role/{r['metadata']['name']} grants {sorted(got)}, want exactly {sorted(AGENT_JOB_TRIPLES)}")
+    role_names = {r["metadata"]["name"] for r in roles}
+    bindings = [m for m in bound_to_agent if m["kind"] == "RoleBinding"]
+    if len(bindings) != 1:
+        errs.append(f"pod mode: expected one RoleBinding for the agent, got {[m['metadata']['name'] for m in bindings]}")
+    for b in bindings:
+        ref = b.get("roleRef") or {}
+        if b["metadata"].get("namespace") != job_ns:
+            errs.append(f"RoleBinding/{b['metadata']['name']} is in namespace {b['metadata'].get('namespace')}, not {job_ns}")
+        if ref.get("kind") != "Role" or ref.get("name") not in role_names:
+            errs.append(f"RoleBinding/{b['metadata']['name']} binds {ref.get('kind')}/{ref.get('name')}, not the agent's job Role")
+        others = [s for s in b.get("subjects") or [] if not (s.get("kind") == "ServiceAccount" and s.get("name") == sa_name)]
+        if others:
+            errs.append(f"RoleBinding/{b['metadata']['name']} also binds {others}")
+    for m in agent_rbac:
+        if m["kind"] == "RoleBinding" and m not in bindings:
+            errs.append(f"RoleBinding/{m['metadata']['name']}: an agent binding to someone else")
+    if env.get("AITBC_JOB_NAMESPACE", {}).get("value") != job_ns:
+        errs.append(f"AITBC_JOB_NAMESPACE is {env.get('AITBC_JOB_NAMESPACE', {}).get('value')!r}, want {job_ns!r}")
+    if env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "spec.nodeName":
+        errs.append("pod mode: NODE_NAME does not come from spec.nodeName")
+    if not env.get("AITBC_AGENT_IMAGE", {}).get("value"):
+        errs.append("pod mode: AITBC_AGENT_IMAGE (the demo runtime's image) missing")
+    state = next((v for v in ps.get("volumes") or [] if v["name"] == "state"), {})
+    host = (state.get("hostPath") or {}).get("path")
+    if not host:
+        errs.append("pod mode: the agent's state dir is not a hostPath")
+    elif env.get("AITBC_HOST_STATE_DIR", {}).get("value") != host:
+        errs.append(f"AITBC_HOST_STATE_DIR is {env.get('AITBC_HOST_STATE_DIR', {}).get('value')!r}, the state hostPath is {host!r}")
+    for flag in ("--job-cpu-limit", "--job-memory-limit"):
+        if flag not in args:
+            errs.append(f"pod mode: {flag} missing from args")
+    nps = find(manifests, "NetworkPolicy", "gpu-agent")
+    for np in nps:
+        spec = np["spec"]
+        if "Egress" in (spec.get("policyTypes") or []):
+            ports = {p.get("port") for rule in spec.get("egress") or [] for p in rule.get("ports") or []
+                     if p.get("protocol", "TCP") == "TCP"}
+            open_all = any(not rule.get("ports") for rule in spec.get("egress") or [])
+            if not open_all and not API_SERVER_PORTS <= ports:
+                errs.append(f"NetworkPolicy/{np['metadata']['name']}: egress to the API server (TCP {sorted(API_SERVER_PORTS)}) not allowed, only {sorted(ports, key=str)}")
+    if create_ns:
+        ns = [m for m in namespaces if m["metadata"]["name"] == job_ns]
+        if len(ns) != 1:
+            errs.append(f"pod mode: Namespace {job_ns} not rendered")
+        for m in ns:
+            labels = m["metadata"].get("labels") or {}
+            bad = {k: labels.get(k) for k, v in JOB_NS_LABELS.items() if labels.get(k) != v}
+            if bad:
+                errs.append(f"Namespace/{job_ns}: Pod Security labels {bad}, want {JOB_NS_LABELS}")
+    if job_ns == release_ns:
+        errs.append("the job namespace is the release namespace")
+    return errs
+
+
+POD_MODE_BASE = {"gpuAgent": {"isolation": "pod", "simulated": {"enabled": True}, "stateDir": {"type": "hostPath"}}}
+
+# values the template must refuse, and a word its message must carry
+JOB_ISOLATION_REFUSED = [
+    ("pod mode with the emptyDir state dir", {"gpuAgent": {"isolation": "pod", "stateDir": {"type": "emptyDir"}}}, "hostPath"),
+    ("pod mode with the default values' state dir", {"gpuAgent": {"isolation": "pod"}}, "hostPath"),
+    ("pod mode, real GPUs held by the agent and job Pods asking the device plugin",
+     {"gpuAgent": {"isolation": "pod", "stateDir": {"type": "hostPath"}, "gpuRequest": 1}}, "gpuRequest"),
+    ("pod mode with the job namespace = the release namespace",
+     {"gpuAgent": {**POD_MODE_BASE["gpuAgent"], "jobs": {"namespace": NAMESPACE}}}, "namespace"),
+    ("process mode serving other providers", {"gpuAgent": {"isolation": "process", "serves": "any"}}, "serves"),
+]
+
+
+def job_isolation_guard_problems(render_fn: Callable[[dict], list[dict]]) -> list[str]:
+    """Each of JOB_ISOLATION_REFUSED fails to render with a message naming the cause; the same
+    pod-mode values with hostPath render."""
+    import helm_python as helm
+
+    errs = []
+    for what, vals, word in JOB_ISOLATION_REFUSED:
+        try:
+            render_fn(vals)
+        except helm.HelmError as e:
+            if word not in str(e):
+                errs.append(f"{what}: refused, but the message does not say {word!r}: {str(e)[:300]}")
+            continue
+        errs.append(f"{what}: rendered")
+    try:
+        render_fn(POD_MODE_BASE)
+    except helm.HelmError as e:
+        errs.append(f"pod mode with the hostPath state dir does not render: {str(e)[:300]}")
     return errs
 
 
@@ -543,7 +756,7 @@ def agent_contract(docs: list[dict], simulated: bool) -> list[str]:
     for flag, want in (("--listen", "0.0.0.0:7070"), ("--metrics-listen", "0.0.0.0:9102"), ("--state-dir", "/var/lib/aitbc-agent")):
         if flag not in args or args[args.index(flag) + 1] != want:
             errs.append(f"{flag} {want} missing from args")
-    for flag in ("--chain-id", "--scheduler-key", "--serves"):
+    for flag in ("--chain-id", "--scheduler-key", "--isolation"):
         if flag not in args:
             errs.append(f"{flag} missing from args")
     env = {e["name"]: e for e in c.get("env", [])}
@@ -567,8 +780,9 @@ def agent_contract(docs: list[dict], simulated: bool) -> list[str]:
             if flag not in args:
                 errs.append(f"simulated agents need {flag}")
     else:
-        if not gpu_req:
-            errs.append("real-GPU agents must request nvidia.com/gpu")
+        sees_all = env.get("NVIDIA_VISIBLE_DEVICES", {}).get("value") == "all" and ps.get("runtimeClassName")
+        if not gpu_req and not sees_all:
+            errs.append("real-GPU agents must request nvidia.com/gpu (or see every GPU: NVIDIA_VISIBLE_DEVICES=all with a runtimeClassName)")
         if "--no-nvml" in args:
             errs.append("real-GPU agents must not pass --no-nvml")
     return errs
@@ -658,13 +872,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_rendered_agent(binary: str, docs: list[dict], workdir: str, timeout: float = 30.0) -> list[str]:
-    """Start the agent with the DaemonSet's exact command and args (addresses moved to loopback
-    ports, the state dir to workdir, $(VAR) expanded from the rendered env) and check that it
-    serves /healthz and gRPC. Returns problems."""
+def rendered_agent_command(binary: str, docs: list[dict], workdir: str) -> tuple[list[str], dict, int, int] | str:
+    """The DaemonSet's exact command and args (addresses moved to loopback ports, the state dir
+    to workdir, $(VAR) expanded from the rendered env), its env, and the two ports; or a problem."""
     import subprocess
-    import time
-    import urllib.request
 
     ds = find(docs, "DaemonSet", "gpu-agent")[0]
     c = next(c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "gpu-agent")
@@ -672,7 +883,7 @@ def run_rendered_agent(binary: str, docs: list[dict], workdir: str, timeout: flo
                            capture_output=True, text=True, timeout=30)
     m = re.search(r"^agent_key:\s*([0-9a-f]{64})", ident.stdout, re.M)
     if not m:
-        return [f"cannot make a test key with `{binary} identity`: {ident.stderr[-500:]}"]
+        return f"cannot make a test key with `{binary} identity`: {ident.stderr[-500:]}"
     env = {"PATH": "/usr/bin:/bin", "NODE_NAME": "chart-check-node", "POD_NAMESPACE": NAMESPACE}
     for e in c.get("env", []):
         if "value" in e:
@@ -690,10 +901,47 @@ def run_rendered_agent(binary: str, docs: list[dict], workdir: str, timeout: flo
              "/var/lib/aitbc-agent": state}.get(a, a)
         args.append(a)
     if "$(" in " ".join(args):
-        return [f"unexpanded variable in args: {args}"]
-    cmd = [binary] + args  # command is ["aitbc-gpu-agent"], the image's binary
+        return f"unexpanded variable in args: {args}"
     if c.get("command") != ["aitbc-gpu-agent"]:
-        return [f"container command is {c.get('command')}, not the agent binary"]
+        return f"container command is {c.get('command')}, not the agent binary"
+    return [binary] + args, env, grpc, metrics  # command is ["aitbc-gpu-agent"], the image's binary
+
+
+POD_MODE_NO_API = "no Kubernetes client"
+
+
+def run_rendered_agent_pod_mode(binary: str, docs: list[dict], workdir: str, timeout: float = 30.0) -> list[str]:
+    """Pod mode without a cluster: the rendered command line and env must get the agent past its
+    flags, NODE_NAME and the host state dir to the point where it looks for the Kubernetes API
+    (and, finding none, exits saying so)."""
+    import subprocess
+
+    got = rendered_agent_command(binary, docs, workdir)
+    if isinstance(got, str):
+        return [got]
+    cmd, env, _, _ = got
+    env = {**env, "HOME": workdir, "KUBECONFIG": os.path.join(workdir, "no-kubeconfig")}
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return [f"pod-mode agent still running after {timeout}s without a Kubernetes API"]
+    text = out.stdout + out.stderr
+    if out.returncode == 0 or POD_MODE_NO_API not in text:
+        return [f"pod-mode agent exited {out.returncode} without reaching the Kubernetes client: {text[-1500:]}"]
+    return []
+
+
+def run_rendered_agent(binary: str, docs: list[dict], workdir: str, timeout: float = 30.0) -> list[str]:
+    """Start the agent with the DaemonSet's exact command and args (rendered_agent_command) and
+    check that it serves /healthz and gRPC. Returns problems."""
+    import subprocess
+    import time
+    import urllib.request
+
+    got = rendered_agent_command(binary, docs, workdir)
+    if isinstance(got, str):
+        return [got]
+    cmd, env, grpc, metrics = got
     log = open(os.path.join(workdir, "agent.log"), "w")
     p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     problems: list[str] = []
@@ -861,6 +1109,9 @@ def main(argv: list[str] | None = None) -> int:
         ("wrong type", {"gpuAgent": {"gpuRequest": "all"}}),
         ("bad hex key", {"scheduler": {"publicKey": "not-hex"}}),
         ("bad chain id", {"chainId": "Bad_Chain"}),
+        ("bad isolation mode", {"gpuAgent": {"isolation": "container"}}),
+        ("bad job namespace", {"gpuAgent": {"jobs": {"namespace": "Jobs_NS"}}}),
+        ("unknown jobs key", {"gpuAgent": {"jobs": {"cpu": "4"}}}),
     ]
     for what, vals in bad_values:
         def reject(vals: dict = vals) -> None:
@@ -889,6 +1140,13 @@ def main(argv: list[str] | None = None) -> int:
         raise CheckError("agents' chainId differing from the chain's rendered")
 
     rep.check("template refuses agents signing for another chain id", chain_id_guard)
+
+    def pod_mode_guard() -> None:
+        errs = job_isolation_guard_problems(render)
+        if errs:
+            raise CheckError("; ".join(errs))
+
+    rep.check("job_isolation: template refuses pod mode without the hostPath state dir (and other unsafe pod-mode values)", pod_mode_guard)
 
     for pname, vals in profiles():
         print(f"[profile {pname}]")
@@ -966,12 +1224,23 @@ def main(argv: list[str] | None = None) -> int:
 
         wns = vals.get("watchNamespaces") or []
 
-        def scope(docs: list[dict] = docs, wns: list = wns) -> None:
-            errs = key_custody_scope_problems([strip_source(d) for d in docs], wns)
+        def scope(docs: list[dict] = docs, wns: list = wns, vals: dict = vals) -> None:
+            errs = key_custody_scope_problems([strip_source(d) for d in docs], wns, job_namespace=job_isolation_settings(vals)[1])
             if errs:
                 raise CheckError("; ".join(errs))
 
         rep.check(f"{pname}: key_custody: RBAC scope ({'Roles in ' + ','.join(wns) if wns else 'one ClusterRole'})", scope)
+
+        pod_mode, job_ns, create_ns = job_isolation_settings(vals)
+
+        def job_isolation(docs: list[dict] = docs, pod_mode: bool = pod_mode, job_ns: str = job_ns, create_ns: bool = create_ns) -> None:
+            errs = job_isolation_problems([strip_source(d) for d in docs], pod_mode, job_ns, create_ns)
+            if errs:
+                raise CheckError("; ".join(errs))
+
+        if vals.get("gpuAgent", {}).get("enabled", True):
+            rep.check(f"{pname}: job_isolation: " + (f"pod mode, the agent's Role only in {job_ns} with exactly its verbs, no ClusterRole, API server egress, Pod Security labels"
+                                                   if pod_mode else "no agent token, no agent RBAC, no job namespace"), job_isolation)
 
         def policies_on(docs: list[dict] = docs, vals: dict = vals) -> None:
             if vals.get("gpuAgent", {}).get("enabled", True) and not find(docs, "NetworkPolicy", "gpu-agent"):
@@ -995,11 +1264,12 @@ def main(argv: list[str] | None = None) -> int:
                 rep.note(f"{pname}: operator-rendered pods NOT checked: no aitbc-operator binary "
                          "(build it, or set AITBC_OPERATOR_BIN / CARGO_TARGET_DIR); its Rust tests check them too")
 
-        def namespaced(docs: list[dict] = docs, wns: list = wns) -> None:
-            cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+        def namespaced(docs: list[dict] = docs, wns: list = wns, job_ns: str = job_ns, pod_mode: bool = pod_mode) -> None:
+            cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
             errs = [f"{d['kind']}/{d['metadata']['name']}" for d in docs
                     if d["kind"] not in cluster_scoped and d["metadata"].get("namespace") != NAMESPACE
-                    and not (d["kind"] in ("Role", "RoleBinding") and d["metadata"].get("namespace") in wns)]
+                    and not (d["kind"] in ("Role", "RoleBinding") and d["metadata"].get("namespace") in wns)
+                    and not (pod_mode and is_agent_rbac(d) and d["metadata"].get("namespace") == job_ns)]
             if errs:
                 raise CheckError(f"namespaced objects without the release namespace: {errs}")
 
@@ -1015,7 +1285,18 @@ def main(argv: list[str] | None = None) -> int:
         rep.check(f"{pname}: gpu-agent contract ({'simulated' if sim else 'real'} GPUs)", agent)
 
         binary = agent_binary()
-        if binary:
+        if binary and pod_mode:
+            def agent_pod_mode(docs: list[dict] = docs, binary: str = binary) -> None:
+                import tempfile
+
+                with tempfile.TemporaryDirectory(prefix="chart-check-agent-") as d:
+                    errs = run_rendered_agent_pod_mode(binary, docs, d)
+                if errs:
+                    raise CheckError("; ".join(errs))
+
+            rep.check(f"{pname}: job_isolation: the real aitbc-gpu-agent accepts the rendered pod-mode command line "
+                      "and env (stops at the missing Kubernetes API)", agent_pod_mode)
+        elif binary:
             def agent_runs(docs: list[dict] = docs, binary: str | None = binary) -> None:
                 import tempfile
 

@@ -289,3 +289,144 @@ def test_key_custody_peer_port_check_can_fail():
     np = {"kind": "NetworkPolicy", "metadata": {"name": "c"}, "spec": {"ingress": [
         {"from": [{"namespaceSelector": {}}], "ports": [{"port": 9200}]}]}}
     assert cc.key_custody_operator_pod_problems([np])
+
+
+# ---- job isolation (issue 17: pod mode) ------------------------------------------------------
+
+POD_VALUES = yaml.safe_load(open(os.path.join(cc.CHART, "ci", "pod-values.yaml")))
+
+
+@pytest.fixture(scope="module")
+def pod_docs():
+    return [cc.strip_source(d) for d in cc.render(POD_VALUES)]
+
+
+def _agent_role(docs):
+    return next(d for d in docs if d["kind"] == "Role" and cc.is_agent_rbac(d))
+
+
+def _agent_ds(docs):
+    return next(d for d in docs if d["kind"] == "DaemonSet")
+
+
+def test_job_isolation_pod_profile_role_only_in_the_job_namespace(pod_docs):
+    pod_mode, job_ns, create_ns = cc.job_isolation_settings(POD_VALUES)
+    assert (pod_mode, job_ns, create_ns) == (True, "aitbc-jobs", True)
+    assert cc.job_isolation_problems(pod_docs, True, job_ns, create_ns) == []
+    role = _agent_role(pod_docs)
+    assert role["metadata"]["namespace"] == "aitbc-jobs"
+    assert cc.allowed_triples(role["rules"]) == cc.AGENT_JOB_TRIPLES
+    assert not [d for d in pod_docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding") and cc.is_agent_rbac(d)]
+    rb = next(d for d in pod_docs if d["kind"] == "RoleBinding" and cc.is_agent_rbac(d))
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "aitbc-gpu-agent", "namespace": cc.NAMESPACE}]
+    assert cc.review_rbac(pod_docs, ALLOWED) == []
+
+
+@pytest.mark.parametrize("mutate, why", [
+    (lambda docs: _agent_role(docs)["rules"][0]["verbs"].append("watch"), "grants"),
+    (lambda docs: _agent_role(docs)["rules"].pop(1), "grants"),
+    (lambda docs: _agent_role(docs)["metadata"].update(namespace=cc.NAMESPACE), "not the job namespace"),
+    (lambda docs: _agent_role(docs).update(kind="ClusterRole"), "cluster-wide"),
+    (lambda docs: _agent_ds(docs)["spec"]["template"]["spec"].update(automountServiceAccountToken=False), "token"),
+    (lambda docs: [e.update(value="other") for e in _agent_ds(docs)["spec"]["template"]["spec"]["containers"][0]["env"]
+                   if e["name"] == "AITBC_JOB_NAMESPACE"], "AITBC_JOB_NAMESPACE"),
+    (lambda docs: [e.update(value="/elsewhere") for e in _agent_ds(docs)["spec"]["template"]["spec"]["containers"][0]["env"]
+                   if e["name"] == "AITBC_HOST_STATE_DIR"], "AITBC_HOST_STATE_DIR"),
+    (lambda docs: next(d for d in docs if d["kind"] == "Namespace")["metadata"]["labels"].update(
+        {"pod-security.kubernetes.io/warn": "privileged"}), "Pod Security"),
+    (lambda docs: next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]["egress"][0]["ports"].pop(), "API server"),
+], ids=["extra-verb", "missing-logs", "role-in-release-ns", "cluster-role", "no-token", "job-ns-env", "host-state-dir",
+        "ns-labels", "no-6443"])
+def test_job_isolation_check_can_fail(pod_docs, mutate, why):
+    docs = copy.deepcopy(pod_docs)
+    mutate(docs)
+    errs = cc.job_isolation_problems(docs, True, "aitbc-jobs")
+    assert any(why in e for e in errs), errs
+
+
+def test_job_isolation_rbac_review_accepts_exactly_the_agent_role(pod_docs):
+    cc.rbac_self_test(ALLOWED)
+    assert cc.allowed_triples(ALLOWED["agentRole"]) == cc.AGENT_JOB_TRIPLES
+    for role in cc.TOO_BROAD_AGENT_ROLES:
+        assert cc.rbac_violations(role, cc.allowed_triples(ALLOWED["agentRole"])), role["metadata"]["name"]
+    docs = copy.deepcopy(pod_docs)
+    _agent_role(docs)["rules"].append({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]})
+    assert any("pods/exec" in p for p in cc.review_rbac(docs, ALLOWED))
+    docs = copy.deepcopy(pod_docs)
+    _agent_role(docs)["kind"] = "ClusterRole"
+    assert any("cluster-wide" in p for p in cc.review_rbac(docs, ALLOWED))
+    # the operator's lists do not let the agent's Role through, nor the agent's list the operator's
+    bad = {**ALLOWED, "agentRole": ALLOWED["agentRole"] + [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}
+    with pytest.raises(cc.CheckError):
+        cc.rbac_self_test(bad)
+
+
+def test_job_isolation_agent_pod_still_meets_restricted(pod_docs):
+    ds = _agent_ds(pod_docs)
+    assert cc.key_custody_restricted_problems(ds, allow_host_path=True) == []
+    assert [e for d in pod_docs for e in cc.security_problems(d)] == []
+    assert any("hostPath" in e for e in cc.key_custody_restricted_problems(ds))  # the opt-in is the only exception
+    assert cc.agent_contract(pod_docs, simulated=False) == []
+
+
+def test_job_isolation_template_fails_in_pod_mode_without_hostpath():
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError, match="hostPath"):
+        cc.render({"gpuAgent": {"isolation": "pod", "stateDir": {"type": "emptyDir"}}})
+    assert cc.job_isolation_guard_problems(cc.render) == []
+    # the guard check itself fails when a refused value renders
+    assert cc.job_isolation_guard_problems(lambda vals: [])
+
+
+def test_job_isolation_default_install_has_no_agent_token_rbac_or_job_namespace(default_docs):
+    assert cc.job_isolation_problems(default_docs, False, "aitbc-jobs") == []
+    ds = _agent_ds(default_docs)
+    ps = ds["spec"]["template"]["spec"]
+    args = ps["containers"][0]["args"]
+    assert ps["automountServiceAccountToken"] is False
+    assert ps["serviceAccountName"] == "aitbc-gpu-agent"
+    assert args[args.index("--isolation") + 1] == "auto"
+    assert "--serves" not in args, "the owner's listings only by default"
+    sa = next(d for d in default_docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "aitbc-gpu-agent")
+    assert sa["automountServiceAccountToken"] is False
+    np = next(d for d in default_docs if d["kind"] == "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    # judged as pod mode, the default rendering fails
+    assert cc.job_isolation_problems(default_docs, True, "aitbc-jobs")
+    docs = copy.deepcopy(default_docs)
+    _agent_ds(docs)["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
+    assert any("token" in e for e in cc.job_isolation_problems(docs, False, "aitbc-jobs"))
+
+
+def test_job_isolation_values_rendered_as_flags_and_env():
+    vals = copy.deepcopy(cc.POD_MODE_BASE)
+    vals["gpuAgent"].update(serves=["ait" + "ab" * 24], jobs={"namespace": "gpu-jobs", "createNamespace": False,
+                                                            "demoImage": "registry.example/demo:1", "cpuLimit": 2, "memoryLimit": "8Gi"})
+    docs = [cc.strip_source(d) for d in cc.render(vals)]
+    assert cc.job_isolation_problems(docs, True, "gpu-jobs", create_ns=False) == []
+    assert not [d for d in docs if d["kind"] == "Namespace"]
+    c = _agent_ds(docs)["spec"]["template"]["spec"]["containers"][0]
+    args, env = c["args"], {e["name"]: e.get("value") for e in c["env"]}
+    assert args[args.index("--serves") + 1] == "ait" + "ab" * 24
+    assert args[args.index("--job-cpu-limit") + 1] == "2" and args[args.index("--job-memory-limit") + 1] == "8Gi"
+    assert env["AITBC_JOB_NAMESPACE"] == "gpu-jobs" and env["AITBC_AGENT_IMAGE"] == "registry.example/demo:1"
+    assert env["AITBC_HOST_STATE_DIR"] == "/var/lib/aitbc-agent"
+    assert "AITBC_JOB_RUNTIME_CLASS" not in env
+    assert _agent_role(docs)["metadata"]["namespace"] == "gpu-jobs"
+    # a namespace-scoped install in pod mode: the agent's Role in the job namespace is allowed
+    vals["watchNamespaces"] = ["team-a"]
+    docs = [cc.strip_source(d) for d in cc.render(vals)]
+    assert cc.key_custody_scope_problems(docs, ["team-a"], job_namespace="gpu-jobs") == []
+    assert cc.key_custody_scope_problems(docs, ["team-a"])
+
+
+@pytest.mark.skipif(cc.agent_binary() is None, reason="no aitbc-gpu-agent binary (set AITBC_GPU_AGENT_BIN or CARGO_TARGET_DIR)")
+def test_job_isolation_rendered_pod_mode_command_line_reaches_the_api_client(tmp_path, pod_docs):
+    (tmp_path / "ok").mkdir()
+    assert cc.run_rendered_agent_pod_mode(cc.agent_binary(), pod_docs, str(tmp_path / "ok")) == []
+    bad = copy.deepcopy(pod_docs)
+    args = _agent_ds(bad)["spec"]["template"]["spec"]["containers"][0]["args"]
+    args[args.index("--job-cpu-limit")] = "--job-cpus"
+    (tmp_path / "bad").mkdir()
+    assert cc.run_rendered_agent_pod_mode(cc.agent_binary(), bad, str(tmp_path / "bad"))

@@ -17,7 +17,7 @@ const EXAMPLES: &str = "Examples:
   aitbc-cli ai-status --job-id JOB --wait
   aitbc-cli --output json balance --name alice
 
-Passwords come from --password, else AITBC_PASSWORD, else a prompt on a terminal.
+Passwords come from --password or --password-file, else AITBC_PASSWORD, else a prompt on a terminal.
 The node is --node URL, else `node` in $AITBC_HOME/config.toml (written by `devnet up`),
 else http://127.0.0.1:9100. Wallets live in $AITBC_HOME (default ~/.aitbc).";
 
@@ -30,9 +30,13 @@ pub struct Cli {
     /// Output format: `text` (key: value lines) or `json` (one JSON document).
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub output: Format,
-    /// Wallet password (else AITBC_PASSWORD, else a terminal prompt).
+    /// Wallet password (else AITBC_PASSWORD, else a terminal prompt). Visible to other users in
+    /// the process list: prefer --password-file or AITBC_PASSWORD.
     #[arg(long, global = true)]
     pub password: Option<String>,
+    /// File holding the wallet password (its first line), instead of --password.
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "password")]
+    pub password_file: Option<std::path::PathBuf>,
     /// Return once a transaction is accepted by the node, without waiting for its block.
     #[arg(long, global = true)]
     pub no_wait: bool,

@@ -51,7 +51,10 @@ impl Ctx {
             config,
             format: cli.output,
             node_url,
-            password: cli.password.clone(),
+            password: match &cli.password_file {
+                Some(path) => Some(password::read_file(path)?),
+                None => cli.password.clone(),
+            },
             no_wait: cli.no_wait,
             timeout: Duration::from_secs(cli.timeout.max(1)),
             fee: cli.fee,

@@ -1,5 +1,5 @@
-//! Where a signing command's password comes from: `--password`, else `AITBC_PASSWORD`, else a
-//! prompt on the terminal.
+//! Where a signing command's password comes from: `--password` or `--password-file`, else
+//! `AITBC_PASSWORD`, else a prompt on the terminal.
 
 use std::io::IsTerminal;
 
@@ -11,6 +11,26 @@ pub enum PasswordError {
     Missing(String),
     #[error("cannot read the password from the terminal: {0}")]
     Prompt(String),
+    #[error("cannot read the password file {path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the password file {0} is empty")]
+    EmptyFile(std::path::PathBuf),
+}
+
+/// The password in `path`: its first line, without the line ending.
+pub fn read_file(path: &std::path::Path) -> Result<String, PasswordError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PasswordError::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let first = text.lines().next().unwrap_or_default();
+    if first.is_empty() {
+        return Err(PasswordError::EmptyFile(path.to_path_buf()));
+    }
+    Ok(first.to_string())
 }
 
 /// Resolves the password for `wallet`: flag, then environment, then a prompt (terminals only).
@@ -26,4 +46,22 @@ pub fn resolve(flag: Option<&str>, wallet: &str) -> Result<String, PasswordError
             .map_err(|e| PasswordError::Prompt(e.to_string()));
     }
     Err(PasswordError::Missing(wallet.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_plane_a_password_file_gives_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\n").unwrap();
+        assert_eq!(read_file(&p).unwrap(), "s3cret");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(matches!(read_file(&p), Err(PasswordError::EmptyFile(_))));
+        let missing = dir.path().join("none");
+        let err = read_file(&missing).unwrap_err();
+        assert!(err.to_string().contains("none"), "{err}");
+    }
 }

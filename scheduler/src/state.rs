@@ -150,7 +150,8 @@ impl StateStore {
             path: dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(dir.join("inputs")).map_err(io)?;
+        create_private_dir(dir).map_err(io)?;
+        create_private_dir(&dir.join("inputs")).map_err(io)?;
         Ok(StateStore {
             dir: dir.to_path_buf(),
         })
@@ -187,7 +188,37 @@ impl StateStore {
     }
 }
 
-/// Temp file, fsync, rename over `path`, fsync of the directory.
+/// A directory only the scheduler's user may read (customers' jobs and inputs are in it): 0700,
+/// also when it existed with wider permissions.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// A new file only the scheduler's user may read (0600).
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let f = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
+}
+
+/// Temp file (0600), fsync, rename over `path`, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let io = |source| StateError::Io {
         path: path.to_path_buf(),
@@ -195,7 +226,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     };
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        let mut f = private_file(&tmp).map_err(io)?;
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
@@ -237,5 +268,31 @@ mod tests {
         assert!(back.active.is_empty(), "active tasks are not persisted");
         std::fs::write(store.path(), b"{not json").unwrap();
         assert!(matches!(store.load(), Err(StateError::Corrupt { .. })));
+    }
+}
+
+#[cfg(all(test, unix))]
+mod permission_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn job_plane_scheduler_state_and_inputs_are_private() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = StateStore::open(&dir).unwrap();
+        store.save(&State::default()).unwrap();
+        write_atomic(&store.input_path("job-1"), b"a prompt").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&dir),
+            0o700,
+            "an existing world-readable state dir is narrowed"
+        );
+        assert_eq!(mode(&store.inputs_dir()), 0o700);
+        assert_eq!(mode(&store.path()), 0o600);
+        assert_eq!(mode(&store.input_path("job-1")), 0o600);
     }
 }

@@ -145,3 +145,13 @@ Node "aitbc" in the release namespace (aitbc-<namespace>-aitbc).
 {{- printf "aitbc-%s-aitbc" .Release.Namespace }}
 {{- end }}
 {{- end }}
+
+{{/* The gpu-agent's own ServiceAccount (a token only in pod mode). */}}
+{{- define "aitbc.gpuAgent.serviceAccountName" -}}
+{{- include "aitbc.gpuAgent.fullname" . }}
+{{- end }}
+
+{{/* Pod mode: the namespace of the job Pods. */}}
+{{- define "aitbc.gpuAgent.jobNamespace" -}}
+{{- default (printf "%s-jobs" .Release.Name) .Values.gpuAgent.jobs.namespace }}
+{{- end }}

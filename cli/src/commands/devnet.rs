@@ -148,6 +148,15 @@ fn signal(pid: u32, sig: i32) {
     }
 }
 
+/// A devnet child's command line: never with the wallet password in its environment (the
+/// children get what they need as files; a password there is readable in /proc by the user's
+/// other processes and inherited by whatever they start, jobs included).
+fn child_command(bin: &Path, args: &[String]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env_remove(crate::password::ENV_PASSWORD);
+    cmd
+}
+
 fn spawn(bin: &Path, args: &[String], log: &Path, name: &str) -> Result<Proc> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new()
@@ -156,8 +165,7 @@ fn spawn(bin: &Path, args: &[String], log: &Path, name: &str) -> Result<Proc> {
         .open(log)
         .with_context(|| format!("cannot open log {}", log.display()))?;
     let err = out.try_clone()?;
-    let child = Command::new(bin)
-        .args(args)
+    let child = child_command(bin, args)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -860,6 +868,15 @@ pub async fn status(ctx: &Ctx, dir: Option<&Path>) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_plane_no_password_reaches_a_devnet_child() {
+        let cmd = child_command(Path::new("/bin/true"), &["x".into()]);
+        let removed = cmd
+            .get_envs()
+            .any(|(k, v)| k == crate::password::ENV_PASSWORD && v.is_none());
+        assert!(removed, "AITBC_PASSWORD is passed on to devnet children");
+    }
 
     fn agent(name: &str, healthy: bool, registered: bool, inventory: bool) -> spb::AgentInfo {
         spb::AgentInfo {
