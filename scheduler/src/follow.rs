@@ -4,7 +4,7 @@
 //! where it stopped; every handler is idempotent, so a block seen twice does no harm.
 
 use crate::dispatch::{cancel_on_agent, new_record, update};
-use crate::state::{now_ms, Phase};
+use crate::state::{now_ms, JobRecord, Phase};
 use crate::Scheduler;
 use aitbc_protocol::client::block_receipts;
 use aitbc_protocol::model::Event;
@@ -113,41 +113,15 @@ async fn apply_event(s: &Arc<Scheduler>, ev: &Event, tx_hash: &Hash) {
             r.phase = Phase::Settled;
             r.settlement_tx = Some(tx_hash.to_hex());
         }),
-        Event::JobRefunded { job_id, .. } => {
-            let on_agent = s
-                .state
-                .lock()
-                .jobs
-                .get(job_id)
-                .map(|r| r.phase.on_agent())
-                .unwrap_or(false);
-            update(s, job_id, |r| {
-                r.chain_status = "refunded".into();
-                r.phase = Phase::Refunded;
-                r.refund_tx = Some(tx_hash.to_hex());
-            });
-            if on_agent {
-                // A cancellation (or expiry) while the job runs: stop it.
-                let s2 = s.clone();
-                let id = job_id.clone();
-                tokio::spawn(async move { cancel_on_agent(&s2, &id).await });
-            }
-        }
+        // A cancellation (or expiry) while the job runs: stop it.
+        Event::JobRefunded { job_id, .. } => update_and_stop(s, job_id, |r| {
+            r.chain_status = "refunded".into();
+            r.phase = Phase::Refunded;
+            r.refund_tx = Some(tx_hash.to_hex());
+        }),
+        // The customer asked to stop: the agent's receipt then carries the usage so far.
         Event::JobStopRequested { job_id, .. } => {
-            let on_agent = s
-                .state
-                .lock()
-                .jobs
-                .get(job_id)
-                .map(|r| r.phase.on_agent())
-                .unwrap_or(false);
-            update(s, job_id, |r| r.stop_requested = true);
-            if on_agent {
-                tracing::info!(job = %job_id, "the customer asked to stop the job; stopping it on its agent");
-                let s2 = s.clone();
-                let id = job_id.clone();
-                tokio::spawn(async move { cancel_on_agent(&s2, &id).await });
-            }
+            update_and_stop(s, job_id, |r| r.stop_requested = true)
         }
         Event::BidAccepted { bid_id, listing_id } => match s.chain.listing(listing_id).await {
             Ok(l) if l.service_type == ServiceType::GpuRental => {
@@ -166,5 +140,23 @@ async fn apply_event(s: &Arc<Scheduler>, ev: &Event, tx_hash: &Hash) {
             tracing::info!(agent = %agent_key, %owner, "agent registered on chain");
         }
         _ => {}
+    }
+}
+
+/// Applies `change` to the job's record and, if the job was on an agent, stops it there (in the
+/// background: the follower does not wait for agents).
+fn update_and_stop(s: &Arc<Scheduler>, job_id: &str, change: impl FnOnce(&mut JobRecord)) {
+    let on_agent = s
+        .state
+        .lock()
+        .jobs
+        .get(job_id)
+        .is_some_and(|r| r.phase.on_agent());
+    update(s, job_id, change);
+    if on_agent {
+        tracing::info!(job = %job_id, "stopping the job on its agent");
+        let s2 = s.clone();
+        let id = job_id.to_string();
+        tokio::spawn(async move { cancel_on_agent(&s2, &id).await });
     }
 }
