@@ -286,7 +286,11 @@ async fn cleanup(job: Arc<AiJob>, ctx: Arc<Context>, api: Api<AiJob>) -> Result<
                         &*job,
                         "JobCancelled",
                         "CancelJob",
-                        format!("job cancelled, escrow refunded by {}", p.hash),
+                        format!(
+                            "job cancelled by {}: refunded if no agent had it yet, else stopped \
+                             on its agent and charged the usage its receipt reports",
+                            p.hash
+                        ),
                     )
                     .await;
                     write_status(&ctx, &*job, &st).await?;
@@ -296,6 +300,10 @@ async fn cleanup(job: Arc<AiJob>, ctx: Arc<Context>, api: Api<AiJob>) -> Result<
             }
             if let Some(id) = st.job_id.clone() {
                 let onchain = chain.job(&id).await?;
+                if onchain.status == JobStatus::Assigned && onchain.stop_requested {
+                    // Stopping: the agent's receipt (its usage) closes the job; nothing to send.
+                    return Ok(Requeue::requeue(Duration::from_secs(5)));
+                }
                 if matches!(onchain.status, JobStatus::Pending | JobStatus::Assigned) {
                     ctx.jobs.cancel(&id).await;
                     let again = send_recorded(
