@@ -179,8 +179,8 @@ async fn job_isolation_sandboxed_job_cannot_connect_to_a_local_port() {
 fn escapee(id: &str) -> JobRequest {
     let mut r = job(
         id,
-        "setsid sh -c 'sleep 2; echo late > \"$AITBC_OUTPUT_DIR/late\"' & \
-         (sh -c 'sleep 2; echo late > \"$AITBC_OUTPUT_DIR/late2\"' &) ; sleep 30",
+        "setsid sh -c 'sleep 5; echo late > \"$AITBC_OUTPUT_DIR/late\"' & \
+         (sh -c 'sleep 5; echo late > \"$AITBC_OUTPUT_DIR/late2\"' &) ; sleep 30",
         0,
     );
     r.spec.time_limit_secs = 1;
@@ -196,7 +196,9 @@ async fn job_isolation_setsid_and_double_fork_die_at_the_time_limit() {
     let a = open(sandbox_config(dir.path()), Keypair::generate());
     let rec = run(&a, escapee("escapee")).await;
     assert_eq!(rec.phase, JobPhase::TimedOut, "{rec:?}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The escapees write 5 s after they start, 4 s after the 1 s limit: room for a loaded
+    // machine to be slow killing them, none for them to survive.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let out = dir.path().join("jobs/escapee/output");
     assert!(
         !out.join("late").exists(),

@@ -843,11 +843,13 @@ impl Model {
     }
 
     /// Whether the model expects a result to be accepted, and what it should pay.
+    /// `attempt` is the one the receipt carries: built before the block, it may be behind an
+    /// assignment earlier in the same block (or be stale on purpose).
     fn expected_result(
         &self,
         job: usize,
         agent: usize,
-        stale: bool,
+        attempt: u32,
         success: bool,
         gpu_s: u64,
         now: u64,
@@ -855,7 +857,7 @@ impl Model {
         let j = self.job_index(job).map(|i| &self.jobs[i])?;
         let agent_ok = agent < 2 && j.agent == Some(self.agents[agent].public());
         let in_time = now <= j.deadline_ms + GRACE;
-        if !(j.open && agent_ok && !stale && j.attempt >= 1 && in_time) {
+        if !(j.open && agent_ok && attempt == j.attempt && j.attempt >= 1 && in_time) {
             return None;
         }
         if success {
@@ -937,11 +939,15 @@ impl Model {
             Op::Report {
                 job,
                 agent,
-                stale,
                 success,
                 gpu_s,
+                ..
             } => {
-                let expected = self.expected_result(*job, *agent, *stale, *success, *gpu_s, now);
+                let attempt = match self.applied_candidate.as_ref().map(|t| &t.tx.action) {
+                    Some(Action::ReportResult { receipt }) => receipt.receipt.attempt,
+                    _ => return Err(TestCaseError::fail("a report without its receipt")),
+                };
+                let expected = self.expected_result(*job, *agent, attempt, *success, *gpu_s, now);
                 prop_assert_eq!(
                     ok,
                     expected.is_some(),
