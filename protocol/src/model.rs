@@ -112,6 +112,10 @@ impl JobStatus {
     }
 }
 
+/// How long after a job's deadline (in block time) its result is still accepted; a job with
+/// no result is refundable only after it. The same on every node: part of the ledger's rules.
+pub const RESULT_GRACE_MS: u64 = 30_000;
+
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
@@ -135,7 +139,7 @@ pub struct Job {
     /// settlement). Lower than `escrow` when the job draws on a larger accepted bid.
     pub price: Amount,
     /// BFT block time (unix ms) by which a result is due. `ReportResult` is accepted until
-    /// `deadline_ms` plus the chain's result grace; a refund for a missing result only after.
+    /// `deadline_ms` plus [`RESULT_GRACE_MS`]; a refund for a missing result only after.
     pub deadline_ms: u64,
     /// The customer asked to stop the job after it was assigned (`CancelJob` on an assigned job).
     /// The agent's receipt with the usage so far then pays by the listing's rule.

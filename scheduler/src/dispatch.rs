@@ -19,7 +19,7 @@ use crate::registry::AgentView;
 use crate::state::{now_ms, JobRecord, LeaseRecord, Phase};
 use crate::Scheduler;
 use aitbc_protocol::client::ClientError;
-use aitbc_protocol::model::{Job, JobStatus};
+use aitbc_protocol::model::{Job, JobStatus, RESULT_GRACE_MS};
 use aitbc_protocol::receipt::SignedJobReceipt;
 use aitbc_protocol::tx::{Action, Runtime, ServiceType};
 use aitbc_protocol::Address;
@@ -66,6 +66,7 @@ pub fn new_record(job: &Job) -> JobRecord {
         stop_requested: job.stop_requested,
         submitted_height: job.created_height,
         deadline_height: job.deadline_height,
+        deadline_ms: job.deadline_ms,
         first_seen_ms: now,
         updated_at_ms: now,
     }
@@ -107,6 +108,7 @@ pub fn sync_record(s: &Scheduler, job: &Job) {
         r.attempts = r.attempts.max(job.assignments);
         r.stop_requested |= job.stop_requested;
         r.deadline_height = job.deadline_height;
+        r.deadline_ms = job.deadline_ms;
         if let Some(res) = &job.result {
             r.result_digest = res.receipt.output_digest.to_hex();
             r.receipt_hex = Some(hex::encode(borsh::to_vec(res).unwrap_or_default()));
@@ -229,12 +231,13 @@ pub async fn sweep_loop(s: Arc<Scheduler>) {
                 .fetch_max(st.height, std::sync::atomic::Ordering::AcqRel);
         }
         let height = s.height.load(std::sync::atomic::Ordering::Acquire);
-        let (expired, resume, counts) = {
+        let block_time = s.block_time_ms.load(std::sync::atomic::Ordering::Acquire);
+        let (expired_jobs, resume, counts) = {
             let mut st = s.state.lock();
             let cutoff = now_ms().saturating_sub(s.config.retain_terminal.as_millis() as u64);
             st.jobs
                 .retain(|_, r| !(r.phase.terminal() && r.updated_at_ms < cutoff));
-            let mut expired = vec![];
+            let mut expired_jobs = vec![];
             let mut resume = vec![];
             let mut counts: HashMap<Phase, u64> = HashMap::new();
             for r in st.jobs.values() {
@@ -242,10 +245,10 @@ pub async fn sweep_loop(s: Arc<Scheduler>) {
                 if r.phase.terminal() {
                     continue;
                 }
-                if height > r.deadline_height
+                if expired(r.deadline_ms, r.deadline_height, block_time, height)
                     && matches!(r.chain_status.as_str(), "pending" | "assigned")
                 {
-                    expired.push(r.job_id.clone());
+                    expired_jobs.push(r.job_id.clone());
                 } else if !st.active.contains(&r.job_id)
                     && (matches!(r.chain_status.as_str(), "succeeded" | "failed")
                         || (r.chain_status == "assigned"
@@ -259,7 +262,7 @@ pub async fn sweep_loop(s: Arc<Scheduler>) {
                     resume.push(r.job_id.clone());
                 }
             }
-            (expired, resume, counts)
+            (expired_jobs, resume, counts)
         };
         let counts: Vec<(Phase, u64)> = Phase::ALL
             .iter()
@@ -269,8 +272,8 @@ pub async fn sweep_loop(s: Arc<Scheduler>) {
         for id in resume {
             spawn_driver(&s, &id, None);
         }
-        for id in expired {
-            if let Err(e) = refund_expired(&s, &id, height).await {
+        for id in expired_jobs {
+            if let Err(e) = refund_expired(&s, &id, height, block_time).await {
                 tracing::warn!(job = %id, error = %e, "refunding an expired job failed");
             }
         }
@@ -293,11 +296,28 @@ async fn adopt_unknown_jobs(s: &Arc<Scheduler>) {
     }
 }
 
-async fn refund_expired(s: &Arc<Scheduler>, id: &str, height: u64) -> Result<(), String> {
+/// Whether a job with no result is past its deadline and the result grace, so that the chain
+/// refunds it. By the time of the latest block followed (the chain decides by block time); by
+/// height (an estimate) only before any block was followed or for a record without its deadline
+/// time.
+fn expired(deadline_ms: u64, deadline_height: u64, block_time_ms: u64, height: u64) -> bool {
+    if deadline_ms > 0 && block_time_ms > 0 {
+        block_time_ms > deadline_ms.saturating_add(RESULT_GRACE_MS)
+    } else {
+        height > deadline_height
+    }
+}
+
+async fn refund_expired(
+    s: &Arc<Scheduler>,
+    id: &str,
+    height: u64,
+    block_time_ms: u64,
+) -> Result<(), String> {
     let job = s.chain.job(id).await.map_err(|e| e.to_string())?;
     sync_record(s, &job);
     if !matches!(job.status, JobStatus::Pending | JobStatus::Assigned)
-        || height <= job.deadline_height
+        || !expired(job.deadline_ms, job.deadline_height, block_time_ms, height)
     {
         return Ok(());
     }
@@ -1212,6 +1232,19 @@ async fn make_leases(s: &Arc<Scheduler>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fair_exchange_a_job_expires_by_block_time_not_by_how_many_blocks_came() {
+        let deadline = 1_000_000;
+        let grace_end = deadline + RESULT_GRACE_MS;
+        // Many fast blocks (height far past the estimate) do not expire a job early...
+        assert!(!expired(deadline, 10, grace_end, 10_000));
+        // ... and few slow ones do not keep it open: block time past deadline and grace does.
+        assert!(expired(deadline, 10_000, grace_end + 1, 11));
+        // Before any block was followed, or for an old record, the height estimate decides.
+        assert!(expired(deadline, 10, 0, 11));
+        assert!(!expired(0, 10, grace_end + 1, 10));
+    }
 
     #[test]
     fn lease_terms_from_listing_parameters() {

@@ -47,6 +47,7 @@ pub async fn run(s: Arc<Scheduler>) {
 async fn handle_block(s: &Arc<Scheduler>, block: &pb::CommittedBlock) {
     let Some(info) = &block.block else { return };
     let height = info.height;
+    s.block_time_ms.fetch_max(info.time_ms, Ordering::AcqRel);
     if height < s.state.lock().next_height {
         return;
     }

@@ -73,6 +73,8 @@ pub struct Scheduler {
     pub metrics: Arc<Metrics>,
     /// Latest committed chain height seen.
     pub height: AtomicU64,
+    /// Time (unix ms) of the latest committed block followed: deadlines go by block time.
+    pub block_time_ms: AtomicU64,
     /// Job ids whose record changed (for WatchJob).
     pub changes: broadcast::Sender<String>,
     /// Wakes the placement loop.
@@ -125,6 +127,7 @@ impl Scheduler {
             sender: TxSender::new(chain.clone(), key.clone(), status.chain_id.clone(), fee),
             chain_id: status.chain_id,
             height: AtomicU64::new(status.height),
+            block_time_ms: AtomicU64::new(0),
             chain,
             key,
             store,

@@ -97,6 +97,9 @@ pub struct JobRecord {
     pub stop_requested: bool,
     pub submitted_height: u64,
     pub deadline_height: u64,
+    /// The job's deadline in block time (unix ms; 0 from a scheduler that did not record it).
+    #[serde(default)]
+    pub deadline_ms: u64,
     /// When the scheduler first saw the job (unix ms); placement latency and aging count from here.
     pub first_seen_ms: u64,
     pub updated_at_ms: u64,

@@ -22,8 +22,8 @@ pub struct ChainParams {
     pub deadline_slack_ms: u64,
 }
 
-/// Grace for results after a job's deadline.
-pub const RESULT_GRACE_MS: u64 = 30_000;
+/// Grace for results after a job's deadline (the protocol's, which the scheduler reads too).
+pub const RESULT_GRACE_MS: u64 = aitbc_protocol::model::RESULT_GRACE_MS;
 /// Slack of the default deadline beyond the job's time limit.
 pub const DEADLINE_SLACK_MS: u64 = 60_000;
 

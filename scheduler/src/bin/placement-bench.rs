@@ -177,6 +177,7 @@ fn main() {
                 stop_requested: false,
                 submitted_height: 1,
                 deadline_height: 7201,
+                deadline_ms: 0,
                 first_seen_ms: 0,
                 updated_at_ms: 0,
             },
