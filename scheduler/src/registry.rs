@@ -67,6 +67,25 @@ pub struct AgentView {
 }
 
 impl AgentView {
+    /// A configured agent before its first health check.
+    fn unchecked(agent_id: &str, endpoint: &str, client: AgentClient) -> AgentView {
+        AgentView {
+            agent_id: agent_id.into(),
+            endpoint: endpoint.into(),
+            client,
+            key: None,
+            record: None,
+            healthy: false,
+            failures: 0,
+            last_error: "not checked yet".into(),
+            last_seen_ms: 0,
+            status: None,
+            inventory: None,
+            leases: vec![],
+            probe_seq: 0,
+        }
+    }
+
     /// Usable for new jobs: answering and registered on chain.
     pub fn placeable(&self) -> bool {
         self.healthy && self.record.is_some() && self.inventory.is_some()
@@ -192,21 +211,11 @@ impl Registry {
                         Ok(ch) => {
                             agents.insert(
                                 ep.agent_id.clone(),
-                                AgentView {
-                                    agent_id: ep.agent_id.clone(),
-                                    endpoint: ep.endpoint.clone(),
-                                    client: AgentClient::new(ch, self.key.clone()),
-                                    key: None,
-                                    record: None,
-                                    healthy: false,
-                                    failures: 0,
-                                    last_error: "not checked yet".into(),
-                                    last_seen_ms: 0,
-                                    status: None,
-                                    inventory: None,
-                                    leases: vec![],
-                                    probe_seq: 0,
-                                },
+                                AgentView::unchecked(
+                                    &ep.agent_id,
+                                    &ep.endpoint,
+                                    AgentClient::new(ch, self.key.clone()),
+                                ),
                             );
                         }
                         Err(e) => {
@@ -294,21 +303,11 @@ mod tests {
 
     fn view() -> AgentView {
         let ch = channel("127.0.0.1:9").expect("endpoint");
-        AgentView {
-            agent_id: "a".into(),
-            endpoint: "127.0.0.1:9".into(),
-            client: AgentClient::new(ch, Keypair::generate()),
-            key: None,
-            record: None,
-            healthy: false,
-            failures: 0,
-            last_error: "not checked yet".into(),
-            last_seen_ms: 0,
-            status: None,
-            inventory: None,
-            leases: vec![],
-            probe_seq: 0,
-        }
+        AgentView::unchecked(
+            "a",
+            "127.0.0.1:9",
+            AgentClient::new(ch, Keypair::generate()),
+        )
     }
 
     fn with_leases(n: usize) -> Probe {

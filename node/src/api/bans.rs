@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -57,6 +58,9 @@ struct State {
 
 pub struct ClientBans {
     state: parking_lot::Mutex<State>,
+    /// Entries in `state.banned`, kept under its lock: every read of every API connection asks
+    /// [`ClientBans::is_banned`], which takes the lock only when someone is banned.
+    banned: AtomicUsize,
     metrics: Arc<NodeMetrics>,
 }
 
@@ -64,6 +68,7 @@ impl ClientBans {
     pub fn new(metrics: Arc<NodeMetrics>) -> Arc<ClientBans> {
         Arc::new(ClientBans {
             state: parking_lot::Mutex::new(State::default()),
+            banned: AtomicUsize::new(0),
             metrics,
         })
     }
@@ -88,23 +93,30 @@ impl ClientBans {
         if s.banned.len() >= REMEMBERED {
             s.banned.retain(|_, until| *until > now);
         }
-        if s.banned.insert(ip, now + BAN).is_none() {
+        let newly = s.banned.insert(ip, now + BAN).is_none();
+        self.banned.store(s.banned.len(), Ordering::Release);
+        if newly {
             self.metrics.api_clients_banned.inc();
             tracing::info!(%ip, "banned an API client that kept asking past its limits");
         }
     }
 
     pub fn is_banned(&self, ip: IpAddr) -> bool {
+        if self.banned.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let ip = ip.to_canonical();
         let mut s = self.state.lock();
-        match s.banned.get(&ip) {
+        let banned = match s.banned.get(&ip) {
             Some(until) if *until > Instant::now() => true,
             Some(_) => {
                 s.banned.remove(&ip);
                 false
             }
             None => false,
-        }
+        };
+        self.banned.store(s.banned.len(), Ordering::Release);
+        banned
     }
 
     /// An accepted connection, or `None` (closed now) when its address is banned.
